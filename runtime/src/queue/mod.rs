@@ -1,0 +1,196 @@
+//! The durable queue between `send` and the destination workers, and the dead-letter store.
+//!
+//! [`Queue`] is a small trait so that other backends (a distributed log) can stand in for
+//! the embedded segment log, which is the default.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use destination_core::Event;
+use serde::{Deserialize, Serialize};
+
+/// A record's position in the queue: unique and increasing across the queue's life.
+pub type Seq = u64;
+
+/// An event read from the queue, with the position to acknowledge it by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// The position to pass to [`Queue::ack`].
+    pub seq: Seq,
+    /// The destination the event was queued for.
+    pub destination: String,
+    /// The event.
+    pub event: Event,
+}
+
+/// Per-destination queue figures for metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueStats {
+    /// Events queued and not yet acknowledged.
+    pub depth: u64,
+    /// When the oldest unacknowledged event was sent.
+    pub oldest_sent_at: Option<DateTime<Utc>>,
+}
+
+/// What `append` does when the queue's disk cap is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// Wait for space up to the timeout, then fail with [`QueueError::Full`].
+    Block,
+    /// Fail with [`QueueError::Full`] at once.
+    Reject,
+}
+
+/// Why the queue could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The disk cap is reached; nothing of the append was written.
+    #[error("queue is full ({used} of {cap} bytes used; raise queue.max_bytes or wait)")]
+    Full {
+        /// Bytes in use.
+        used: u64,
+        /// The configured cap.
+        cap: u64,
+    },
+    /// Reading or writing the queue's files failed.
+    #[error("queue i/o failed at {path}")]
+    Io {
+        /// The file or folder involved.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record could not be encoded or decoded.
+    #[error("queue record is invalid: {0}")]
+    Codec(String),
+    /// The queue was closed.
+    #[error("queue is closed")]
+    Closed,
+}
+
+/// A durable, multi-destination FIFO of events with per-destination acknowledgement.
+///
+/// # Contract
+///
+/// - [`append`](Self::append) returns `Ok` only once every entry is durable (survives a
+///   crash or `kill -9`); the entries of one call become durable together or not at all.
+/// - Each destination reads its own entries in append order. A record handed out by
+///   [`next`](Self::next) is not handed out again in this process; after a restart, every
+///   record not yet acknowledged is handed out again (at least once).
+/// - [`ack`](Self::ack) marks records done (delivered or dead-lettered); acknowledged
+///   records are eventually removed from disk.
+#[async_trait]
+pub trait Queue: Send + Sync + fmt::Debug + 'static {
+    /// Appends `(destination, event)` entries atomically and durably.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Full`] when the disk cap is reached (after waiting, under
+    /// [`FullPolicy::Block`]), or an I/O error.
+    async fn append(&self, entries: Vec<(String, Event)>) -> Result<Vec<Seq>, QueueError>;
+
+    /// Waits until at least one record for `destination` is available and returns up to
+    /// `max` of them, oldest first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes hands out nothing.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error, or [`QueueError::Closed`] after [`close`](Self::close).
+    async fn next(&self, destination: &str, max: usize) -> Result<Vec<Record>, QueueError>;
+
+    /// Marks records of `destination` as done.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error while persisting progress.
+    async fn ack(&self, destination: &str, seqs: &[Seq]) -> Result<(), QueueError>;
+
+    /// Current figures for `destination`.
+    fn stats(&self, destination: &str) -> QueueStats;
+
+    /// Persists progress and wakes every waiting [`next`](Self::next) with `Closed`.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error while persisting progress.
+    async fn close(&self) -> Result<(), QueueError>;
+}
+
+/// A batch that could not be delivered, kept for inspection and replay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The entry's id in the dead-letter store.
+    pub id: u64,
+    /// The destination that gave up.
+    pub destination: String,
+    /// The events that were not delivered.
+    pub events: Vec<Event>,
+    /// The last error, with its causes.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the batch was given up.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// A durable store of dead letters.
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync + fmt::Debug + 'static {
+    /// Stores a dead letter durably and returns its id (the `id` field given is ignored).
+    ///
+    /// # Errors
+    ///
+    /// An I/O error.
+    async fn put(&self, letter: DeadLetter) -> Result<u64, QueueError>;
+
+    /// Every stored dead letter, oldest first, optionally for one destination.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error.
+    async fn list(&self, destination: Option<&str>) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Removes dead letters by id (after a replay queued their events again).
+    ///
+    /// # Errors
+    ///
+    /// An I/O error.
+    async fn remove(&self, ids: &[u64]) -> Result<(), QueueError>;
+}
+
+/// Settings of the embedded queue, from the `[queue]` section of the config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// The folder holding the queue's segments, progress and dead letters.
+    pub path: std::path::PathBuf,
+    /// Disk space the queue's segments may use at most, in bytes (default 1 GiB).
+    pub max_bytes: u64,
+    /// Size at which a segment file is closed and a new one started (default 64 MiB).
+    pub segment_bytes: u64,
+    /// What `append` does when `max_bytes` is reached (default `block`).
+    pub when_full: FullPolicy,
+    /// How long `append` waits for space under `block` (default 30 s).
+    #[serde(with = "destination_core::duration")]
+    pub full_timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            path: std::path::PathBuf::from("destinations-data"),
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            when_full: FullPolicy::Block,
+            full_timeout: Duration::from_secs(30),
+        }
+    }
+}
