@@ -217,6 +217,29 @@ pub async fn run_all(dest: &dyn Destination, read: &dyn ReadBack) {
     redelivery_is_idempotent(dest, read).await;
 }
 
+/// The address of a test peer (a server the test scripts started), read from `var`.
+///
+/// When the variable is unset, a plain `cargo test` skips the test and says so on stderr,
+/// while a run with `DESTINATIONS_REQUIRE_PEERS` set (the project's test script and CI)
+/// fails it: there a missing service is a broken set-up, never a silent skip.
+///
+/// # Panics
+///
+/// When `var` is unset and `DESTINATIONS_REQUIRE_PEERS` is set.
+pub fn peer(var: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if std::env::var_os("DESTINATIONS_REQUIRE_PEERS").is_some() => panic!(
+            "{test}: {var} is not set, but DESTINATIONS_REQUIRE_PEERS is: the test peer was \
+             not started (run scripts/test.sh)"
+        ),
+        _ => {
+            eprintln!("SKIPPED {test}: {var} is not set (scripts/test.sh starts the peer)");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
