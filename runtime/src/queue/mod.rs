@@ -6,6 +6,22 @@
 use std::fmt;
 use std::time::Duration;
 
+mod cursor;
+mod dead_letters;
+mod log;
+mod memory;
+mod record;
+mod segment;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use dead_letters::FileDeadLetters;
+pub use log::SegmentLog;
+pub use memory::MemoryQueue;
+pub use segment::{Damage, RecoveryReport};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use destination_core::Event;
