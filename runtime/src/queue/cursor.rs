@@ -28,7 +28,7 @@ pub(crate) struct Slot {
     pub(crate) offset: u64,
     /// The length of the event's JSON.
     pub(crate) len: u32,
-    /// When the event was sent, in microseconds since the Unix epoch.
+    /// When the event was sent, in nanoseconds since the Unix epoch.
     pub(crate) sent_at: i64,
 }
 
@@ -70,7 +70,7 @@ impl DestState {
         };
         QueueStats {
             depth: (self.unread.len() + self.inflight.len()) as u64,
-            oldest_sent_at: first.and_then(|s| DateTime::<Utc>::from_timestamp_micros(s.sent_at)),
+            oldest_sent_at: first.map(|s| DateTime::<Utc>::from_timestamp_nanos(s.sent_at)),
         }
     }
 }
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(dest.stats().depth, 3);
         dest.ack(&[3]);
         assert_eq!(dest.low(9), 5);
-        assert_eq!(dest.stats().oldest_sent_at.unwrap().timestamp_micros(), 5000);
+        assert_eq!(dest.stats().oldest_sent_at.unwrap().timestamp_micros(), 5);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! first seq u64 | entry count u32 | entries
-//! entry: name length u16 | name | sent_at (µs since epoch) i64 | event length u32 | event JSON
+//! entry: name length u16 | name | sent_at (ns since epoch, clamped) i64 | event length u32 | event JSON
 //! ```
 //!
 //! The n-th entry (from 0) has seq `first seq + n`.
@@ -131,7 +131,7 @@ impl<'a> Iterator for Scanner<'a> {
 pub(crate) struct EntryRef<'a> {
     /// The destination's name.
     pub(crate) destination: &'a str,
-    /// When the event was sent, in microseconds since the Unix epoch.
+    /// When the event was sent, in nanoseconds since the Unix epoch.
     pub(crate) sent_at: i64,
     /// Where the event's JSON starts, relative to the start of the body.
     pub(crate) event_at: usize,
@@ -159,7 +159,12 @@ pub(crate) fn encode_body(entries: &[(String, Event)]) -> Result<Vec<u8>, QueueE
             .map_err(|_| QueueError::Codec("destination name is longer than 65535 bytes".into()))?;
         body.extend_from_slice(&name_len.to_le_bytes());
         body.extend_from_slice(destination.as_bytes());
-        body.extend_from_slice(&event.sent_at.timestamp_micros().to_le_bytes());
+        let sent_at = event.sent_at.timestamp_nanos_opt().unwrap_or(if event.sent_at.timestamp() < 0 {
+            i64::MIN
+        } else {
+            i64::MAX
+        });
+        body.extend_from_slice(&sent_at.to_le_bytes());
         let len_at = body.len();
         body.extend_from_slice(&0u32.to_le_bytes());
         serde_json::to_writer(&mut body, event).map_err(|e| QueueError::Codec(e.to_string()))?;
@@ -273,7 +278,7 @@ mod tests {
         assert_eq!(entries.len(), 2);
         for ((dest, event), entry) in events.iter().zip(&entries) {
             assert_eq!(entry.destination, dest);
-            assert_eq!(entry.sent_at, event.sent_at.timestamp_micros());
+            assert_eq!(Some(entry.sent_at), event.sent_at.timestamp_nanos_opt());
             let json = &body[entry.event_at..entry.event_at + entry.event_len as usize];
             assert_eq!(&serde_json::from_slice::<Event>(json).unwrap(), event);
         }
