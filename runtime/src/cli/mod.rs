@@ -1,0 +1,74 @@
+//! The subcommands of the `destinations` binary.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use destinations::{Config, Runtime};
+use tracing_subscriber::EnvFilter;
+
+pub(crate) mod dlq;
+pub(crate) mod run;
+pub(crate) mod send;
+
+/// A failure that ends the command, already rendered with its causes.
+pub(crate) type Failure = String;
+
+/// An error and its causes on one line.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the level.
+pub(crate) fn init_tracing(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub(crate) fn load(path: &Path) -> Result<Config, Failure> {
+    Config::from_file(path).map_err(|e| chain(&e))
+}
+
+pub(crate) async fn start(config: &Config) -> Result<Runtime, Failure> {
+    Runtime::from_config(config).await.map_err(|e| chain(&e))
+}
+
+/// `destinations check`: the config parses, every destination builds and its health check
+/// passes. The queue is not opened, so this is safe next to a running service.
+pub(crate) async fn check(path: &Path) -> Result<ExitCode, Failure> {
+    let config = load(path)?;
+    let mut failed = 0;
+    for (name, dest) in &config.destinations {
+        let built = match destinations::build_destination(name, dest) {
+            Ok(built) => built,
+            Err(err) => {
+                println!("{name}: invalid: {}", chain(&err));
+                failed += 1;
+                continue;
+            }
+        };
+        match built.health_check().await {
+            Ok(()) => println!("{name}: ok ({})", dest.kind),
+            Err(err) => {
+                println!("{name}: health check failed: {}", err.chain());
+                failed += 1;
+            }
+        }
+    }
+    if failed == 0 {
+        println!("config ok: {} destination(s)", config.destinations.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}

@@ -1,0 +1,58 @@
+//! `destinations run`: the service.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use super::{Failure, chain, load, start};
+
+pub(crate) async fn run(path: &Path) -> Result<ExitCode, Failure> {
+    let config = load(path)?;
+    let runtime = start(&config).await?;
+    let router = destinations::server::router(runtime.sender(), &config.server);
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    info!(%address, destinations = config.destinations.len(), "listening");
+    if config.server.token.is_none() {
+        warn!(
+            "server.token is not set: the ingest API accepts events from anyone who can reach it"
+        );
+    }
+
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    info!("shutting down: intake stopped, flushing open batches");
+    let stopped = runtime.shutdown().await;
+    served.map_err(|e| format!("server failed: {e}"))?;
+    stopped.map_err(|e| chain(&e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

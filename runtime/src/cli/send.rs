@@ -1,0 +1,202 @@
+//! `destinations send`: the one-shot job.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use destination_core::Event;
+use destinations::{Outcome, Receipt, Runtime, Sender};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde_json::Value;
+
+use super::{Failure, chain, load, start};
+
+/// Events queued per atomic append: large enough to amortise the disk sync.
+const CHUNK: usize = 512;
+
+pub(crate) async fn send(path: &Path, to: &str, input: &str) -> Result<ExitCode, Failure> {
+    let config = load(path)?;
+    if !config.destinations.contains_key(to) {
+        let known: Vec<&str> = config.destinations.keys().map(String::as_str).collect();
+        return Err(format!(
+            "unknown destination `{to}` (configured: {})",
+            known.join(", ")
+        ));
+    }
+    let reader: Box<dyn BufRead + Send> = if input == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(input).map_err(|e| format!("cannot open {input}: {e}"))?;
+        Box::new(BufReader::new(file))
+    };
+
+    let started = Instant::now();
+    let runtime = start(&config).await?;
+    let sender = runtime.sender();
+    let earlier = runtime.queue().stats(to).depth;
+    let (receipts, bad_lines) = queue_lines(&sender, to, reader).await?;
+    let queued = receipts.len();
+    runtime.drain();
+
+    let tally = wait(&runtime, to, receipts, earlier).await;
+    let elapsed = started.elapsed();
+    let stopped = runtime.shutdown().await;
+
+    println!(
+        "queued {queued}, delivered {}, dead-lettered {}, invalid lines {bad_lines}, in {:.2}s",
+        tally.delivered,
+        tally.dead_lettered,
+        elapsed.as_secs_f64()
+    );
+    if tally.earlier > 0 {
+        println!(
+            "also delivered {} event(s) left queued by an earlier run",
+            tally.earlier
+        );
+    }
+    if tally.dead_lettered > 0 {
+        println!(
+            "see them with: destinations dlq list --config {}",
+            path.display()
+        );
+    }
+    stopped.map_err(|e| chain(&e))?;
+    let ok = tally.dead_lettered == 0 && tally.pending == 0 && bad_lines == 0;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Queues every valid line; reports each invalid one with its line number.
+async fn queue_lines(
+    sender: &Sender,
+    to: &str,
+    reader: Box<dyn BufRead + Send>,
+) -> Result<(Vec<Receipt>, usize), Failure> {
+    let mut receipts = Vec::new();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut bad_lines = 0;
+    for (index, line) in reader.lines().enumerate() {
+        let number = index + 1;
+        let line = match line {
+            Ok(line) => line,
+            Err(err) => {
+                eprintln!("line {number}: cannot read: {err}");
+                bad_lines += 1;
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let payload = match serde_json::from_str::<Value>(&line) {
+            Ok(value) if value.is_object() => value,
+            Ok(_) => {
+                eprintln!("line {number}: not a JSON object; skipped");
+                bad_lines += 1;
+                continue;
+            }
+            Err(err) => {
+                eprintln!("line {number}: invalid JSON ({err}); skipped");
+                bad_lines += 1;
+                continue;
+            }
+        };
+        chunk.push((number, Event::new(payload)));
+        if chunk.len() == CHUNK {
+            bad_lines += flush(sender, to, &mut chunk, &mut receipts).await?;
+        }
+    }
+    bad_lines += flush(sender, to, &mut chunk, &mut receipts).await?;
+    Ok((receipts, bad_lines))
+}
+
+async fn flush(
+    sender: &Sender,
+    to: &str,
+    chunk: &mut Vec<(usize, Event)>,
+    receipts: &mut Vec<Receipt>,
+) -> Result<usize, Failure> {
+    let mut rejected = 0;
+    // An oversized event is reported by line; the rest of the chunk still goes in.
+    let mut entries = Vec::with_capacity(chunk.len());
+    for (number, event) in chunk.drain(..) {
+        match sender.check(to, &event) {
+            Ok(()) => entries.push((to.to_string(), event)),
+            Err(err) => {
+                eprintln!("line {number}: {}; skipped", chain(&err));
+                rejected += 1;
+            }
+        }
+    }
+    if entries.is_empty() {
+        return Ok(rejected);
+    }
+    let sent = sender
+        .send_all_with_receipts(entries)
+        .await
+        .map_err(|e| chain(&e))?;
+    receipts.extend(sent.into_iter().map(|(_, r)| r));
+    Ok(rejected)
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) delivered: usize,
+    pub(crate) dead_lettered: usize,
+    pub(crate) pending: usize,
+    pub(crate) earlier: u64,
+}
+
+/// Waits for every receipt, then for anything an earlier run left in the queue.
+pub(crate) async fn wait(
+    runtime: &Runtime,
+    to: &str,
+    receipts: Vec<Receipt>,
+    earlier: u64,
+) -> Tally {
+    let total = receipts.len();
+    let progress = std::io::stderr().is_terminal();
+    let mut pending: FuturesUnordered<Receipt> = receipts.into_iter().collect();
+    let mut tally = Tally::default();
+    let mut last_draw = Instant::now();
+    while let Some(outcome) = pending.next().await {
+        match outcome {
+            Outcome::Delivered => tally.delivered += 1,
+            Outcome::DeadLettered(_) => tally.dead_lettered += 1,
+            Outcome::Pending => tally.pending += 1,
+        }
+        if progress && last_draw.elapsed() > Duration::from_millis(100) {
+            draw(&tally, total);
+            last_draw = Instant::now();
+        }
+    }
+    if progress {
+        draw(&tally, total);
+        eprintln!();
+    }
+
+    // Events an earlier, interrupted run queued have no receipt here: wait for the queue.
+    if earlier > 0 {
+        while runtime.queue().stats(to).depth > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tally.earlier = earlier;
+    }
+    tally
+}
+
+fn draw(tally: &Tally, total: usize) {
+    let done = tally.delivered + tally.dead_lettered + tally.pending;
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "\r{done}/{total} done: {} delivered, {} dead-lettered",
+        tally.delivered, tally.dead_lettered
+    );
+    let _ = err.flush();
+}

@@ -1,0 +1,264 @@
+//! The HTTP ingest API of `destinations run`, as an axum [`Router`] that other parts can
+//! extend with routes of their own.
+//!
+//! - `POST /v1/events/{destination}`: a JSON object, a JSON array of objects, or NDJSON.
+//!   Answers `202 {"ids": [...]}` once every event is durably queued, or a `4xx` with
+//!   `{"error": "..."}` naming the problem; nothing of a rejected request is queued.
+//! - `GET /healthz`: `200` while the process serves.
+//! - `GET /metrics`: Prometheus text.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use destination_core::{Event, Secret};
+use serde_json::{Value, json};
+
+use crate::config::ServerConfig;
+use crate::queue::QueueError;
+use crate::sender::{SendError, Sender};
+
+#[derive(Debug, Clone)]
+struct AppState {
+    sender: Sender,
+    token: Option<Arc<Secret>>,
+    max_event_bytes: usize,
+    max_body_bytes: usize,
+}
+
+/// The ingest, health and metrics routes.
+pub fn router(sender: Sender, config: &ServerConfig) -> Router {
+    let state = AppState {
+        sender,
+        token: config.token.clone().map(Arc::new),
+        max_event_bytes: config.max_event_bytes,
+        max_body_bytes: config.max_body_bytes,
+    };
+    Router::new()
+        .route("/v1/events/{destination}", post(ingest))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.sender.render_metrics();
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    Path(destination): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !authorized(&state, &headers) {
+        let mut response = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    if !state.sender.has_destination(&destination) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown destination `{destination}`"),
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body exceeds {} bytes (server.max_body_bytes)",
+                    state.max_body_bytes
+                ),
+            );
+        }
+    };
+    let payloads = match parse_body(&bytes, state.max_event_bytes) {
+        Ok(payloads) => payloads,
+        Err((status, message)) => return error(status, message),
+    };
+
+    let entries = payloads
+        .into_iter()
+        .map(|p| (destination.clone(), Event::new(p)))
+        .collect();
+    match state.sender.send_all(entries).await {
+        Ok(ids) => (StatusCode::ACCEPTED, axum::Json(json!({ "ids": ids }))).into_response(),
+        Err(SendError::TooLarge { size, max }) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("event of {size} bytes exceeds the limit of {max} bytes"),
+        ),
+        Err(SendError::UnknownDestination(name)) => error(
+            StatusCode::NOT_FOUND,
+            format!("unknown destination `{name}`"),
+        ),
+        Err(err @ (SendError::Closed | SendError::Queue(QueueError::Full { .. }))) => {
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::registry::chain(&err),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+        Err(err) => {
+            tracing::error!(error = %crate::registry::chain(&err), "ingest failed to queue events");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                crate::registry::chain(&err),
+            )
+        }
+    }
+}
+
+type Rejection = (StatusCode, String);
+
+/// Splits a body into event payloads: a JSON object, an array of objects, or NDJSON.
+pub(crate) fn parse_body(bytes: &[u8], max_event_bytes: usize) -> Result<Vec<Value>, Rejection> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "request body is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Err((StatusCode::BAD_REQUEST, "request body is empty".into()));
+    }
+
+    let mut values = Vec::new();
+    for item in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+        let value = item.map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid JSON at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        values.push(value);
+    }
+    let payloads = match values.as_slice() {
+        [Value::Array(_)] => match values.pop() {
+            Some(Value::Array(items)) => items,
+            _ => unreachable!("matched an array"),
+        },
+        _ => values,
+    };
+    if payloads.is_empty() {
+        return Err((StatusCode::BAD_REQUEST, "request holds no event".into()));
+    }
+    for (index, payload) in payloads.iter().enumerate() {
+        if !payload.is_object() {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("event {} is not a JSON object", index + 1),
+            ));
+        }
+        let size = json_len(payload);
+        if size > max_event_bytes {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "event {} is {size} bytes, over the limit of {max_event_bytes} bytes \
+                     (server.max_event_bytes)",
+                    index + 1
+                ),
+            ));
+        }
+    }
+    Ok(payloads)
+}
+
+fn json_len(value: &Value) -> usize {
+    serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_object_array_and_ndjson() {
+        assert_eq!(parse_body(br#"{"a":1}"#, 100).unwrap().len(), 1);
+        assert_eq!(parse_body(br#"[{"a":1},{"b":2}]"#, 100).unwrap().len(), 2);
+        assert_eq!(
+            parse_body(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}\n", 100)
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input_with_reasons() {
+        let (status, msg) = parse_body(b"{\"a\":1}\n{\"b\":", 100).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(msg.contains("line 2"), "{msg}");
+        let (_, msg) = parse_body(&[b'{', 0xff, b'}'], 100).unwrap_err();
+        assert!(msg.contains("UTF-8"), "{msg}");
+        let (_, msg) = parse_body(b"[1, 2]", 100).unwrap_err();
+        assert!(msg.contains("event 1 is not a JSON object"), "{msg}");
+        let (status, msg) = parse_body(br#"{"a":"0123456789"}"#, 10).unwrap_err();
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(msg.contains("max_event_bytes"), "{msg}");
+        assert!(parse_body(b"  ", 10).is_err());
+        assert!(parse_body(b"[]", 10).is_err());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

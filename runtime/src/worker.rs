@@ -1,0 +1,393 @@
+//! One worker per destination: read from the queue, batch, deliver, retry, dead-letter.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use destination_core::{
+    Batch, BatchConfig, Batcher, DefaultBatcher, DeliveryError, Destination, ErrorKind, Event,
+    EventId, RetryPolicy,
+};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tracing::{Instrument, debug, error, info_span, warn};
+
+use crate::metrics::{Counters, Metrics};
+use crate::queue::{DeadLetter, DeadLetterStore, Queue, QueueError, Seq};
+use crate::receipts::{Outcome, Receipts};
+
+/// What the runtime shares with every worker.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) queue: Arc<dyn Queue>,
+    pub(crate) dead_letters: Arc<dyn DeadLetterStore>,
+    pub(crate) receipts: Receipts,
+    pub(crate) metrics: Metrics,
+}
+
+/// A destination with the settings the runtime drives it by.
+#[derive(Debug)]
+pub(crate) struct Handle {
+    pub(crate) name: String,
+    pub(crate) destination: Arc<dyn Destination>,
+    pub(crate) batch: BatchConfig,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) concurrency: usize,
+    pub(crate) attempt_timeout: Duration,
+}
+
+/// The lifecycle the runtime steers its workers through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Batch by the configured limits.
+    Running,
+    /// Also flush open batches as soon as the queue has nothing more to read.
+    Draining,
+    /// Stop reading, flush open batches, and finish by the deadline.
+    Stopping(Duration),
+}
+
+/// How long the queue must stay empty before a draining worker flushes its open batches.
+const IDLE_FLUSH: Duration = Duration::from_millis(20);
+
+/// Runs the worker of one destination until the state becomes `Stopping`.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    handle: Arc<Handle>,
+    mut state: watch::Receiver<State>,
+) {
+    let mut worker = Worker {
+        batcher: DefaultBatcher::new(handle.batch.clone()),
+        seqs: HashMap::new(),
+        permits: Arc::new(Semaphore::new(handle.concurrency)),
+        pause: Arc::new(Pause::default()),
+        tasks: JoinSet::new(),
+        shared,
+        handle,
+    };
+    let read_max = worker.handle.batch.max_events.clamp(1, 1000);
+
+    let deadline = loop {
+        let current = *state.borrow_and_update();
+        if let State::Stopping(deadline) = current {
+            break deadline;
+        }
+        let draining = current == State::Draining && worker.batcher.pending() > 0;
+        let wake = match (worker.batcher.next_deadline(), draining) {
+            (age, true) => {
+                let idle = Instant::now() + IDLE_FLUSH;
+                Some(age.map_or(idle, |a| Instant::from_std(a).min(idle)))
+            }
+            (age, false) => age.map(Instant::from_std),
+        };
+
+        tokio::select! {
+            biased;
+            changed = state.changed() => {
+                if changed.is_err() {
+                    break Duration::ZERO;
+                }
+            }
+            _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                let now = Instant::now().into_std();
+                let batches = if draining {
+                    worker.batcher.flush_all()
+                } else {
+                    worker.batcher.flush_due(now)
+                };
+                for batch in batches {
+                    worker.dispatch(batch).await;
+                }
+            }
+            records = worker.shared.queue.next(&worker.handle.name, read_max) => match records {
+                Ok(records) => {
+                    for record in records {
+                        worker.push(record.seq, record.event).await;
+                    }
+                }
+                Err(QueueError::Closed) => break Duration::ZERO,
+                Err(err) => {
+                    error!(destination = %worker.handle.name, error = %crate::registry::chain(&err), "queue read failed");
+                    sleep(Duration::from_secs(1)).await;
+                }
+            },
+            Some(_) = worker.tasks.join_next(), if !worker.tasks.is_empty() => {}
+        }
+    };
+
+    worker.finish(deadline).await;
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    handle: Arc<Handle>,
+    batcher: DefaultBatcher,
+    seqs: HashMap<EventId, Seq>,
+    permits: Arc<Semaphore>,
+    pause: Arc<Pause>,
+    tasks: JoinSet<()>,
+}
+
+impl Worker {
+    async fn push(&mut self, seq: Seq, event: Event) {
+        let partition = self.handle.destination.partition_key(&event);
+        let id = event.id;
+        self.seqs.insert(id, seq);
+        match self
+            .batcher
+            .push(partition, event, Instant::now().into_std())
+        {
+            Ok(batches) => {
+                for batch in batches {
+                    self.dispatch(batch).await;
+                }
+            }
+            Err(too_large) => {
+                let error = too_large.to_string();
+                let batch = Batch::new(None, vec![*too_large.event]);
+                let seqs = self.take_seqs(&batch);
+                let job = Job::new(&self.shared, &self.handle, batch, seqs);
+                job.dead_letter(error, 0, None).await;
+            }
+        }
+    }
+
+    fn take_seqs(&mut self, batch: &Batch) -> Vec<Seq> {
+        batch.ids().filter_map(|id| self.seqs.remove(&id)).collect()
+    }
+
+    /// Starts delivering a batch once a concurrency permit is free.
+    async fn dispatch(&mut self, batch: Batch) {
+        let seqs = self.take_seqs(&batch);
+        let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+            return;
+        };
+        let job = Job::new(&self.shared, &self.handle, batch, seqs);
+        let pause = Arc::clone(&self.pause);
+        let span = info_span!(
+            "batch",
+            destination = %self.handle.name,
+            batch_id = %job.batch.key(),
+            events = job.batch.len(),
+            bytes = job.batch.bytes(),
+        );
+        self.tasks.spawn(
+            async move {
+                job.deliver(&pause).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Flushes open batches and waits for deliveries until `deadline`; what is not
+    /// delivered by then stays in the queue.
+    async fn finish(mut self, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        for batch in self.batcher.flush_all() {
+            if Instant::now() >= until {
+                break;
+            }
+            let _ = timeout(until - Instant::now(), self.dispatch(batch)).await;
+        }
+        let wait_all = async { while self.tasks.join_next().await.is_some() {} };
+        if timeout(until.saturating_duration_since(Instant::now()), wait_all)
+            .await
+            .is_err()
+        {
+            warn!(
+                destination = %self.handle.name,
+                batches = self.tasks.len(),
+                "shutdown deadline passed; undelivered events stay queued for the next start"
+            );
+            self.tasks.shutdown().await;
+        }
+        if let Err(err) = self.handle.destination.close().await {
+            warn!(destination = %self.handle.name, error = %err.chain(), "destination close failed");
+        }
+    }
+}
+
+/// Pauses every delivery of a destination, for rate limits.
+#[derive(Debug, Default)]
+struct Pause {
+    until: Mutex<Option<Instant>>,
+}
+
+impl Pause {
+    fn extend(&self, until: Instant) {
+        let mut current = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        if current.is_none_or(|c| c < until) {
+            *current = Some(until);
+        }
+    }
+
+    async fn wait(&self) {
+        loop {
+            let until = *self.until.lock().unwrap_or_else(|e| e.into_inner());
+            match until {
+                Some(t) if t > Instant::now() => sleep_until(t).await,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// One batch on its way, with the queue positions to acknowledge.
+struct Job {
+    shared: Arc<Shared>,
+    handle: Arc<Handle>,
+    batch: Batch,
+    seqs: Vec<Seq>,
+}
+
+impl Job {
+    fn new(shared: &Arc<Shared>, handle: &Arc<Handle>, batch: Batch, seqs: Vec<Seq>) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            handle: Arc::clone(handle),
+            batch,
+            seqs,
+        }
+    }
+
+    fn counters(&self) -> Option<&Counters> {
+        self.shared.metrics.get(&self.handle.name)
+    }
+
+    async fn deliver(self, pause: &Pause) {
+        let started = Instant::now();
+        let mut attempts = 0;
+        let error = loop {
+            pause.wait().await;
+            attempts += 1;
+            let attempt = timeout(
+                self.handle.attempt_timeout,
+                self.handle.destination.deliver(&self.batch),
+            );
+            let err = match attempt.await {
+                Ok(Ok(())) => {
+                    debug!(
+                        attempt = attempts,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "batch delivered"
+                    );
+                    return self.delivered(None).await;
+                }
+                Ok(Err(err)) => err,
+                Err(_) => DeliveryError::retryable(format!(
+                    "delivery attempt timed out after {:?} (attempt_timeout)",
+                    self.handle.attempt_timeout
+                )),
+            };
+            if let Some(c) = self.counters() {
+                Counters::add(&c.failed, 1);
+            }
+            let delay = self
+                .handle
+                .retry
+                .next_delay(attempts, started.elapsed(), &err);
+            let Some(delay) = delay else {
+                break err;
+            };
+            warn!(
+                attempt = attempts,
+                max_attempts = self.handle.retry.max_attempts,
+                backoff_ms = delay.as_millis() as u64,
+                retryable = true,
+                error = %err.chain(),
+                "delivery failed; retry scheduled"
+            );
+            if let Some(c) = self.counters() {
+                Counters::add(&c.retried, 1);
+            }
+            if matches!(err.kind(), ErrorKind::RateLimited { .. }) {
+                pause.extend(Instant::now() + delay);
+            }
+            sleep(delay).await;
+        };
+
+        let message = error.chain();
+        error!(attempts, error = %message, kind = ?error.kind(), "batch given up; moving to dead letters");
+        match error.rejected() {
+            Some(rejected) if matches!(error.kind(), ErrorKind::Permanent | ErrorKind::Config) => {
+                let rejected = rejected.to_vec();
+                self.delivered(Some((rejected, message, attempts))).await;
+            }
+            _ => self.dead_letter(message, attempts, None).await,
+        }
+    }
+
+    /// Acknowledges a delivered batch; `rejected` names events to dead-letter instead.
+    async fn delivered(self, rejected: Option<(Vec<EventId>, String, u32)>) {
+        let Some((ids, message, attempts)) = rejected else {
+            if let Some(c) = self.counters() {
+                Counters::add(&c.delivered, self.batch.len());
+            }
+            self.ack().await;
+            self.shared
+                .receipts
+                .resolve(self.batch.ids(), &Outcome::Delivered);
+            return;
+        };
+        let ok: Vec<EventId> = self.batch.ids().filter(|id| !ids.contains(id)).collect();
+        if let Some(c) = self.counters() {
+            Counters::add(&c.delivered, ok.len());
+        }
+        self.shared.receipts.resolve(ok, &Outcome::Delivered);
+        self.dead_letter(message, attempts, Some(ids)).await;
+    }
+
+    /// Moves the batch's events (or only `only`) to the dead-letter store, then acknowledges
+    /// the whole batch.
+    async fn dead_letter(self, error: String, attempts: u32, only: Option<Vec<EventId>>) {
+        let events: Vec<Event> = match &only {
+            Some(ids) => self
+                .batch
+                .events()
+                .iter()
+                .filter(|e| ids.contains(&e.id))
+                .cloned()
+                .collect(),
+            None => self.batch.events().to_vec(),
+        };
+        let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+        let count = events.len();
+        let letter = DeadLetter {
+            id: 0,
+            destination: self.handle.name.clone(),
+            events,
+            error: error.clone(),
+            attempts,
+            failed_at: Utc::now(),
+        };
+        if let Err(err) = self.shared.dead_letters.put(letter).await {
+            // Without a durable dead letter the events must stay queued: no ack.
+            error!(
+                destination = %self.handle.name,
+                error = %crate::registry::chain(&err),
+                "dead-letter store write failed; events stay queued until the next start"
+            );
+            return;
+        }
+        if let Some(c) = self.counters() {
+            Counters::add(&c.dead_lettered, count);
+        }
+        self.ack().await;
+        self.shared
+            .receipts
+            .resolve(ids, &Outcome::DeadLettered(error));
+    }
+
+    async fn ack(&self) {
+        if let Err(err) = self.shared.queue.ack(&self.handle.name, &self.seqs).await {
+            error!(
+                destination = %self.handle.name,
+                error = %crate::registry::chain(&err),
+                "queue acknowledgement failed; events may be delivered again after a restart"
+            );
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The runtime's public behaviour, against in-memory and scripted destinations.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use destination_core::testing::MemoryDestination;
+use destination_core::{Batch, BatchSettings, DeliveryError, Destination, Event, RetryPolicy};
+use destinations::queue::QueueConfig;
+use destinations::{DestinationSettings, Outcome, Runtime, SendError};
+use serde_json::json;
+
+fn fast_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: attempts,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    }
+}
+
+fn settings(attempts: u32) -> DestinationSettings {
+    DestinationSettings {
+        retry: fast_retry(attempts),
+        batch: BatchSettings {
+            max_age: Some(Duration::from_millis(10)),
+            ..BatchSettings::default()
+        },
+        ..DestinationSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn delivers_and_resolves_receipts() {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .destination_with("m", memory.clone(), settings(3))
+        .build()
+        .await
+        .unwrap();
+    let sender = runtime.sender();
+    let mut receipts = Vec::new();
+    for i in 0..50 {
+        receipts.push(
+            sender
+                .send_with_receipt("m", json!({"i": i}))
+                .await
+                .unwrap(),
+        );
+    }
+    for (_, receipt) in receipts {
+        assert_eq!(receipt.await, Outcome::Delivered);
+    }
+    assert_eq!(memory.events().len(), 50);
+    let snap = runtime.metrics().snapshot("m").unwrap();
+    assert_eq!((snap.queued, snap.delivered), (50, 50));
+    runtime.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn retries_then_delivers_and_counts_retries() {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    memory.fail_next(DeliveryError::retryable("flaky 1"));
+    memory.fail_next(DeliveryError::retryable("flaky 2"));
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .destination_with("m", memory.clone(), settings(5))
+        .build()
+        .await
+        .unwrap();
+    let (id, receipt) = runtime
+        .sender()
+        .send_with_receipt("m", json!({"x": 1}))
+        .await
+        .unwrap();
+    assert_eq!(receipt.await, Outcome::Delivered);
+    let deliveries = memory.deliveries();
+    assert_eq!(deliveries.len(), 3, "two failures then a success");
+    assert!(
+        deliveries.iter().all(|d| d == &vec![id]),
+        "same event id on every attempt"
+    );
+    let snap = runtime.metrics().snapshot("m").unwrap();
+    assert_eq!((snap.retried, snap.failed, snap.delivered), (2, 2, 1));
+    runtime.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn permanent_errors_dead_letter_and_replay_delivers() {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    memory.fail_next(DeliveryError::permanent("rejected by target"));
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .destination_with("m", memory.clone(), settings(5))
+        .build()
+        .await
+        .unwrap();
+    let (id, receipt) = runtime
+        .sender()
+        .send_with_receipt("m", json!({"x": 1}))
+        .await
+        .unwrap();
+    match receipt.await {
+        Outcome::DeadLettered(error) => assert!(error.contains("rejected by target")),
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    assert_eq!(
+        memory.deliveries().len(),
+        1,
+        "permanent errors are not retried"
+    );
+    let letters = runtime.dead_letters().list(Some("m")).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].events[0].id, id);
+
+    assert_eq!(runtime.replay(Some("m")).await.unwrap(), 1);
+    for _ in 0..200 {
+        if !memory.events().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(memory.events()[0].id, id, "the replay keeps the event id");
+    assert!(runtime.dead_letters().list(None).await.unwrap().is_empty());
+    runtime.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn gives_up_after_max_attempts() {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    for _ in 0..3 {
+        memory.fail_next(DeliveryError::retryable("down"));
+    }
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .destination_with("m", memory.clone(), settings(3))
+        .build()
+        .await
+        .unwrap();
+    let (_, receipt) = runtime
+        .sender()
+        .send_with_receipt("m", json!({}))
+        .await
+        .unwrap();
+    assert!(matches!(receipt.await, Outcome::DeadLettered(e) if e.contains("down")));
+    assert_eq!(memory.deliveries().len(), 3);
+    runtime.shutdown().await.unwrap();
+}
+
+/// Rejects the events whose payload has `"bad": true`, delivers the rest.
+#[derive(Debug, Default)]
+struct Picky(std::sync::Mutex<Vec<serde_json::Value>>);
+
+#[async_trait]
+impl Destination for Picky {
+    fn name(&self) -> &str {
+        "picky"
+    }
+
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        let (bad, good): (Vec<&Event>, Vec<&Event>) = batch
+            .events()
+            .iter()
+            .partition(|e| e.payload["bad"] == json!(true));
+        self.0
+            .lock()
+            .unwrap()
+            .extend(good.iter().map(|e| e.payload.clone()));
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(DeliveryError::permanent("bad row")
+                .with_rejected(bad.iter().map(|e| e.id).collect()))
+        }
+    }
+}
+
+#[tokio::test]
+async fn partial_rejection_dead_letters_only_the_rejected() {
+    let picky = Arc::new(Picky::default());
+    let mut settings = settings(3);
+    settings.batch.max_events = Some(4);
+    settings.batch.max_age = Some(Duration::from_secs(60));
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .destination_with("p", picky.clone(), settings)
+        .build()
+        .await
+        .unwrap();
+    let mut scope = runtime.sender().scope();
+    for i in 0..4 {
+        scope.send("p", json!({"i": i, "bad": i == 2})).unwrap();
+    }
+    let ids = scope.commit().await.unwrap();
+    for _ in 0..200 {
+        if runtime.metrics().snapshot("p").unwrap().dead_lettered == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let snap = runtime.metrics().snapshot("p").unwrap();
+    assert_eq!((snap.delivered, snap.dead_lettered), (3, 1));
+    let letters = runtime.dead_letters().list(None).await.unwrap();
+    assert_eq!(letters[0].events.len(), 1);
+    assert_eq!(letters[0].events[0].id, ids[2]);
+    assert_eq!(picky.0.lock().unwrap().len(), 3);
+    runtime.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dropped_scope_queues_nothing() {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .destination_with("m", memory.clone(), settings(1))
+        .build()
+        .await
+        .unwrap();
+    let sender = runtime.sender();
+    {
+        let mut scope = sender.scope();
+        scope.send("m", json!({"lost": true})).unwrap();
+        assert!(matches!(
+            scope.send("nope", json!({})),
+            Err(SendError::UnknownDestination(_))
+        ));
+    }
+    let (_, receipt) = sender
+        .send_with_receipt("m", json!({"kept": true}))
+        .await
+        .unwrap();
+    receipt.await;
+    assert_eq!(memory.events().len(), 1);
+    assert_eq!(memory.events()[0].payload, json!({"kept": true}));
+    assert_eq!(runtime.metrics().snapshot("m").unwrap().queued, 1);
+    runtime.shutdown().await.unwrap();
+}
+
+/// Never answers.
+#[derive(Debug, Default)]
+struct Hanging(AtomicUsize);
+
+#[async_trait]
+impl Destination for Hanging {
+    fn name(&self) -> &str {
+        "hanging"
+    }
+
+    async fn deliver(&self, _: &Batch) -> Result<(), DeliveryError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_destination_does_not_stall_others() {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    let hanging = Arc::new(Hanging::default());
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .shutdown_deadline(Duration::from_millis(200))
+        .destination_with("m", memory.clone(), settings(1))
+        .destination_with("h", hanging.clone(), settings(1))
+        .build()
+        .await
+        .unwrap();
+    let sender = runtime.sender();
+    for i in 0..20 {
+        sender.send("h", json!({"i": i})).await.unwrap();
+    }
+    let (_, receipt) = sender
+        .send_with_receipt("m", json!({"ok": 1}))
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), receipt).await;
+    assert_eq!(outcome.unwrap(), Outcome::Delivered);
+    assert!(hanging.0.load(Ordering::SeqCst) >= 1);
+    runtime.shutdown().await.unwrap();
+}
+
+/// Throttles the first attempt with a retry-after and records attempt times.
+#[derive(Debug, Default)]
+struct Throttled(std::sync::Mutex<Vec<std::time::Instant>>);
+
+#[async_trait]
+impl Destination for Throttled {
+    fn name(&self) -> &str {
+        "throttled"
+    }
+
+    async fn deliver(&self, _: &Batch) -> Result<(), DeliveryError> {
+        let mut times = self.0.lock().unwrap();
+        times.push(std::time::Instant::now());
+        if times.len() == 1 {
+            Err(DeliveryError::rate_limited(
+                "429",
+                Some(Duration::from_millis(300)),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_pause_the_whole_destination() {
+    let throttled = Arc::new(Throttled::default());
+    let mut settings = settings(5);
+    settings.batch.max_events = Some(1);
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .destination_with("t", throttled.clone(), settings)
+        .build()
+        .await
+        .unwrap();
+    let sender = runtime.sender();
+    let (_, first) = sender
+        .send_with_receipt("t", json!({"n": 1}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (_, second) = sender
+        .send_with_receipt("t", json!({"n": 2}))
+        .await
+        .unwrap();
+    assert_eq!(first.await, Outcome::Delivered);
+    assert_eq!(second.await, Outcome::Delivered);
+    let times = throttled.0.lock().unwrap().clone();
+    assert_eq!(times.len(), 3);
+    // Every attempt after the 429 waited for the retry-after, the other event's included.
+    for later in &times[1..] {
+        assert!(
+            *later - times[0] >= Duration::from_millis(290),
+            "{:?}",
+            *later - times[0]
+        );
+    }
+    runtime.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_keeps_undelivered_events_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = QueueConfig {
+        path: dir.path().join("q"),
+        ..QueueConfig::default()
+    };
+    let hanging = Arc::new(Hanging::default());
+    let runtime = Runtime::builder()
+        .queue(queue.clone())
+        .shutdown_deadline(Duration::from_millis(100))
+        .destination_with("d", hanging.clone(), settings(1))
+        .build()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(runtime.sender().send("d", json!({"i": i})).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    runtime.shutdown().await.unwrap();
+
+    let memory = Arc::new(MemoryDestination::new("d"));
+    let runtime = Runtime::builder()
+        .queue(queue)
+        .destination_with("d", memory.clone(), settings(1))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        if memory.events().len() == ids.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut got: Vec<_> = memory.events().iter().map(|e| e.id).collect();
+    got.sort();
+    assert_eq!(got, ids);
+    runtime.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_sends_are_clear_errors() {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .max_event_bytes(64)
+        .destination("m", memory)
+        .build()
+        .await
+        .unwrap();
+    let sender = runtime.sender();
+    let err = sender
+        .send("m", json!({"big": "x".repeat(100)}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::TooLarge { max: 64, .. }), "{err}");
+    let err = sender.send("nope", json!({})).await.unwrap_err();
+    assert_eq!(err.to_string(), "unknown destination `nope`");
+    sender.send("m", json!({"small": 1})).await.unwrap();
+    runtime.shutdown().await.unwrap();
+    assert!(matches!(
+        sender.send("m", json!({})).await,
+        Err(SendError::Closed)
+    ));
+}
