@@ -1,1 +1,81 @@
-//! placeholder
+//! An S3 (and object store) destination for Destinations: each batch becomes one Parquet
+//! or NDJSON object.
+//!
+//! [`S3Destination`] writes to `s3://bucket/prefix` (AWS or any S3-compatible server),
+//! `file:///dir`, `memory:///` or another URL object_store understands; [`S3Config`]
+//! lists the settings.
+//!
+//! # Object keys
+//!
+//! `{prefix}/{yyyy}/{mm}/{dd}/{hh}/{batch}.{ext}` under the URL's path by default, or
+//! `{prefix}/dt={yyyy}-{mm}-{dd}/{batch}.{ext}` with `key_template = "hive"`. `{prefix}` is
+//! the events' `prefix` attribute (events with different prefixes are never batched
+//! together); the date parts all come from the first event's `sent_at`, in UTC; `{batch}`
+//! is the first and last event ids, so a redelivered batch overwrites its own object.
+//!
+//! # Columns
+//!
+//! Every row starts with `_event_id` (Utf8, the event id) and `_sent_at` (timestamp in
+//! microseconds, UTC), followed by the payload's top-level keys in the order they first
+//! appear in the batch (the keys of one object in serde_json's order, alphabetical). A payload that is not a JSON object is stored in a `_value`
+//! column. A payload key that would collide with one of these three names gets a
+//! `_payload` prefix: `_event_id` is stored as `_payload_event_id`, and a key that already
+//! looks like that (`_payload_event_id`) gets one more prefix, so names never collide and
+//! a key's column name is the same in every object. NDJSON lines carry the same names.
+//!
+//! # Schema inference
+//!
+//! With `schema = "infer"` (the default), each Parquet object's schema is inferred from
+//! all of its events, field by field:
+//!
+//! | JSON values seen for a field        | Arrow / Parquet column                       |
+//! |-------------------------------------|----------------------------------------------|
+//! | booleans                            | Boolean                                      |
+//! | integers that fit an `i64`          | Int64                                        |
+//! | numbers, one or more not an `i64`   | Float64 (integers are widened to floats)     |
+//! | strings                             | Utf8                                         |
+//! | arrays                              | List of the merged element type              |
+//! | objects with at least one key       | Struct of the merged keys, in first-seen order|
+//! | anything else mixed (string and number, object and array, ...) | Utf8 of JSON text |
+//! | only nulls, only empty objects `{}` | Utf8 of JSON text (null or `"{}"`)           |
+//!
+//! The rules apply at every depth (an array of mixed items is a list of JSON text).
+//! Nulls never decide a type; a null or absent key is a null cell. A JSON-text column
+//! holds each value serialised as JSON (a string value keeps its quotes), and its Arrow
+//! field carries the metadata `destinations.encoding = json`, so readers can parse it back.
+//! Integers beyond `i64` are stored as Float64. Strings are never parsed as dates.
+//!
+//! Because the schema is inferred per object, a field can have different types in
+//! different objects; a fixed [`SchemaPolicy`] gives every object the same schema.
+//!
+//! # Errors
+//!
+//! Throttling (503 `SlowDown`, 429) is reported as rate limited; other 5xx, timeouts and
+//! connection errors as retryable; a missing bucket, access denied or rejected
+//! credentials as a configuration error naming the bucket; other 4xx as permanent.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod client;
+mod config;
+mod destination;
+mod encode;
+mod error;
+mod format;
+mod infer;
+mod key;
+mod schema;
+
+pub use config::{
+    ColumnSpec, ColumnType, Compression, DEFAULT_PART_SIZE, Format, MIN_S3_PART_SIZE, S3Config,
+    SchemaMode, SchemaPolicy, UserSchema,
+};
+pub use destination::{PREFIX_ATTRIBUTE, S3Destination};
+pub use encode::payload_key;
+pub use error::S3Error;
+pub use infer::{
+    ENCODING_JSON, ENCODING_KEY, EVENT_ID_COLUMN, RENAME_PREFIX, SENT_AT_COLUMN, VALUE_COLUMN,
+    column_name,
+};
+pub use key::{DEFAULT_KEY_TEMPLATE, HIVE_KEY_TEMPLATE};

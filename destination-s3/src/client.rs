@@ -1,0 +1,299 @@
+//! The object store: building the client from the configuration, and streaming one object.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ObjectStore, ObjectStoreExt, PutPayloadMut, RetryConfig, WriteMultipart,
+};
+use url::Url;
+
+use crate::config::{MIN_S3_PART_SIZE, S3Config};
+use crate::error::S3Error;
+
+/// An opened store and where in it this destination writes.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// The client.
+    pub(crate) store: Arc<dyn ObjectStore>,
+    /// The key prefix from the URL's path.
+    pub(crate) root: Path,
+    /// The bucket name (or the URL for other stores), for error messages.
+    pub(crate) bucket: String,
+    /// Whether this is S3, which has a minimum part size.
+    pub(crate) is_s3: bool,
+}
+
+fn config_error(message: impl Into<String>) -> S3Error {
+    S3Error::Config {
+        message: message.into(),
+    }
+}
+
+/// Builds the client for `config.url`. Synchronous and without network I/O.
+///
+/// # Errors
+///
+/// [`S3Error::Config`] for an unparsable URL or inconsistent credentials, and
+/// [`S3Error::Open`] when object_store refuses the settings.
+pub(crate) fn open(config: &S3Config) -> Result<Target, S3Error> {
+    let url = Url::parse(&config.url)
+        .map_err(|e| config_error(format!("url {:?} is not a valid URL: {e}", config.url)))?;
+    let root = Path::from_url_path(url.path())
+        .map_err(|e| config_error(format!("url path {:?} is not a valid key: {e}", url.path())))?;
+    let open_error = |source| S3Error::Open {
+        url: config.url.clone(),
+        source,
+    };
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "s3" | "s3a" => {
+            let bucket = url
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| config_error("url must name a bucket: s3://bucket/prefix"))?;
+            let store = s3_builder(config, bucket)?.build().map_err(open_error)?;
+            return Ok(Target {
+                store: Arc::new(store),
+                root,
+                bucket: bucket.to_owned(),
+                is_s3: true,
+            });
+        }
+        "file" => Arc::new(LocalFileSystem::new()),
+        "memory" => Arc::new(InMemory::new()),
+        _ => {
+            let (store, prefix) = object_store::parse_url(&url).map_err(open_error)?;
+            return Ok(Target {
+                store: Arc::from(store),
+                root: prefix,
+                bucket: config.url.clone(),
+                is_s3: false,
+            });
+        }
+    };
+    Ok(Target {
+        store,
+        root,
+        bucket: config.url.clone(),
+        is_s3: false,
+    })
+}
+
+fn s3_builder(config: &S3Config, bucket: &str) -> Result<AmazonS3Builder, S3Error> {
+    // Static keys from the configuration must not be mixed with a session token or
+    // endpoint from the environment, so the environment is read only without them.
+    let mut builder = match (&config.access_key_id, &config.secret_access_key) {
+        (Some(id), Some(secret)) => {
+            let mut b = AmazonS3Builder::new()
+                .with_access_key_id(id)
+                .with_secret_access_key(secret.expose());
+            if let Some(token) = &config.session_token {
+                b = b.with_token(token.expose());
+            }
+            let env_region =
+                std::env::var("AWS_REGION").or_else(|_| std::env::var("AWS_DEFAULT_REGION"));
+            if let Ok(region) = env_region {
+                b = b.with_region(region);
+            }
+            b
+        }
+        (None, None) => AmazonS3Builder::from_env(),
+        _ => {
+            return Err(config_error(
+                "access_key_id and secret_access_key must be set together",
+            ));
+        }
+    };
+    builder = builder
+        .with_bucket_name(bucket)
+        .with_allow_http(config.allow_http)
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(30),
+        });
+    if let Some(region) = &config.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(endpoint) = &config.endpoint {
+        if config.force_path_style {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+        } else {
+            // In virtual-hosted style object_store expects the bucket in the endpoint.
+            let mut with_bucket = Url::parse(endpoint)
+                .map_err(|e| config_error(format!("endpoint {endpoint:?} is invalid: {e}")))?;
+            let host = with_bucket.host_str().unwrap_or_default().to_owned();
+            with_bucket
+                .set_host(Some(&format!("{bucket}.{host}")))
+                .map_err(|e| config_error(format!("endpoint {endpoint:?} is invalid: {e}")))?;
+            let text = with_bucket.as_str().trim_end_matches('/').to_owned();
+            builder = builder
+                .with_endpoint(text)
+                .with_virtual_hosted_style_request(true);
+        }
+    } else if config.force_path_style {
+        builder = builder.with_virtual_hosted_style_request(false);
+    }
+    Ok(builder)
+}
+
+/// Checks a part size against the store's rules.
+pub(crate) fn check_part_size(target: &Target, part_size: usize) -> Result<(), S3Error> {
+    let min = if target.is_s3 { MIN_S3_PART_SIZE } else { 1 };
+    if part_size < min {
+        return Err(config_error(format!(
+            "part_size_bytes must be at least {min} for this store"
+        )));
+    }
+    Ok(())
+}
+
+/// How many parts of one object are uploaded at once.
+const PART_CONCURRENCY: usize = 4;
+
+/// Streams one object: a single `PUT` while it is smaller than a part, a multipart upload
+/// once it grows past that.
+///
+/// Nothing is visible under the key until [`finish`](Self::finish) returns: a single put
+/// is atomic, and a multipart upload becomes an object only when it is completed (the
+/// local file store writes to a temporary file and renames it).
+///
+/// A failed or dropped upload is aborted, so no part stays billed. If the process dies
+/// mid-upload the parts stay until the bucket's lifecycle rule
+/// (`AbortIncompleteMultipartUpload`) removes them; configure one.
+pub(crate) struct ObjectSink {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    part_size: usize,
+    state: State,
+}
+
+enum State {
+    Buffer(PutPayloadMut),
+    Upload(WriteMultipart),
+    Done,
+}
+
+impl std::fmt::Debug for ObjectSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Buffer(_) => "buffer",
+            State::Upload(_) => "multipart",
+            State::Done => "done",
+        };
+        f.debug_struct("ObjectSink")
+            .field("path", &self.path)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl ObjectSink {
+    /// A sink writing `path`.
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, path: Path, part_size: usize) -> Self {
+        Self {
+            store,
+            path,
+            part_size,
+            state: State::Buffer(PutPayloadMut::new()),
+        }
+    }
+
+    /// Whether a multipart upload has been started.
+    pub(crate) fn is_multipart(&self) -> bool {
+        matches!(self.state, State::Upload(_))
+    }
+
+    /// Appends bytes, starting or feeding the multipart upload as needed.
+    ///
+    /// # Errors
+    ///
+    /// The store's error; the caller should then [`abort`](Self::abort).
+    pub(crate) async fn write(&mut self, bytes: Bytes) -> object_store::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match &mut self.state {
+            State::Buffer(buffer) => {
+                buffer.push(bytes);
+                if buffer.content_length() >= self.part_size {
+                    let buffered = std::mem::take(buffer).freeze();
+                    let upload = self.store.put_multipart(&self.path).await?;
+                    let mut upload = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+                    for chunk in buffered {
+                        upload.put(chunk);
+                    }
+                    tracing::debug!(path = %self.path, "multipart upload started");
+                    self.state = State::Upload(upload);
+                }
+                Ok(())
+            }
+            State::Upload(upload) => {
+                upload.wait_for_capacity(PART_CONCURRENCY).await?;
+                upload.put(bytes);
+                Ok(())
+            }
+            State::Done => Err(object_store::Error::Generic {
+                store: "destination-s3",
+                source: "write after the object was finished".into(),
+            }),
+        }
+    }
+
+    /// Makes the object visible under its key.
+    ///
+    /// # Errors
+    ///
+    /// The store's error; a failed multipart completion has already been aborted.
+    pub(crate) async fn finish(&mut self) -> object_store::Result<()> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Buffer(buffer) => {
+                self.store.put(&self.path, buffer.freeze()).await?;
+            }
+            State::Upload(upload) => {
+                upload.finish().await?;
+            }
+            State::Done => {}
+        }
+        Ok(())
+    }
+
+    /// Abandons the object: a started multipart upload is aborted.
+    ///
+    /// # Errors
+    ///
+    /// The store's error when the abort request fails.
+    pub(crate) async fn abort(&mut self) -> object_store::Result<()> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Upload(upload) => upload.abort().await,
+            State::Buffer(_) | State::Done => Ok(()),
+        }
+    }
+}
+
+impl Drop for ObjectSink {
+    fn drop(&mut self) {
+        // A dropped delivery future (timeout, shutdown) must not leave a billed upload.
+        if let State::Upload(upload) = std::mem::replace(&mut self.state, State::Done) {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let path = self.path.clone();
+                handle.spawn(async move {
+                    if let Err(error) = upload.abort().await {
+                        tracing::warn!(%path, %error, "aborting a dropped multipart upload failed");
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Schema inference: the Arrow type of each JSON field, worked out from a whole batch.
+//!
+//! The rules are documented on the crate root (`Schema inference`); this module is their
+//! single implementation, shared by the Parquet encoder and by user-given schemas.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Fields, TimeUnit};
+use serde_json::Value;
+
+/// Field metadata key marking a Utf8 column that holds JSON text rather than plain strings.
+pub const ENCODING_KEY: &str = "destinations.encoding";
+/// The value of [`ENCODING_KEY`] for JSON-text columns.
+pub const ENCODING_JSON: &str = "json";
+
+/// The column holding each event's id.
+pub const EVENT_ID_COLUMN: &str = "_event_id";
+/// The column holding each event's `sent_at` timestamp.
+pub const SENT_AT_COLUMN: &str = "_sent_at";
+/// The column holding a payload that is not a JSON object.
+pub const VALUE_COLUMN: &str = "_value";
+/// The prefix a payload key gets when it would collide with a column above.
+pub const RENAME_PREFIX: &str = "_payload";
+
+const RESERVED: [&str; 3] = [EVENT_ID_COLUMN, SENT_AT_COLUMN, VALUE_COLUMN];
+
+/// The column name of a top-level payload key.
+///
+/// Keys of the form `(_payload)*(_event_id|_sent_at|_value)` get one more `_payload` prefix;
+/// every other key is kept. The mapping is injective, so no two keys share a column, and
+/// it depends on the key alone, so every batch names a key's column the same way.
+pub fn column_name(key: &str) -> String {
+    let mut rest = key;
+    while let Some(stripped) = rest.strip_prefix(RENAME_PREFIX) {
+        rest = stripped;
+    }
+    if RESERVED.contains(&rest) {
+        format!("{RENAME_PREFIX}{key}")
+    } else {
+        key.to_owned()
+    }
+}
+
+/// The JSON shape of a field across every value seen for it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Shape {
+    /// Only nulls (or nothing) seen so far.
+    Null,
+    /// Booleans.
+    Bool,
+    /// Integers that fit an `i64`.
+    Int,
+    /// Numbers, at least one of them not an `i64`.
+    Float,
+    /// Strings.
+    Str,
+    /// Mixed or unknowable: stored as the JSON text of each value.
+    Json,
+    /// Arrays, with the merged shape of their elements.
+    List(Box<Shape>),
+    /// Objects, with the merged shapes of their keys in first-seen order.
+    Struct(StructShape),
+}
+
+/// The keys of an object shape, in the order they were first seen.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct StructShape {
+    pub(crate) names: Vec<String>,
+    pub(crate) shapes: Vec<Shape>,
+    index: HashMap<String, usize>,
+}
+
+impl StructShape {
+    /// The shape of `name`, added as [`Shape::Null`] when first seen.
+    pub(crate) fn entry(&mut self, name: &str) -> &mut Shape {
+        let i = match self.index.get(name) {
+            Some(i) => *i,
+            None => {
+                self.index.insert(name.to_owned(), self.names.len());
+                self.names.push(name.to_owned());
+                self.shapes.push(Shape::Null);
+                self.names.len() - 1
+            }
+        };
+        &mut self.shapes[i]
+    }
+
+    /// The shape of `name`, if the struct has that key.
+    pub(crate) fn get(&self, name: &str) -> Option<&Shape> {
+        self.index.get(name).map(|i| &self.shapes[*i])
+    }
+
+    /// Adds a field with a known shape (for user schemas); a repeated name is replaced.
+    pub(crate) fn push(&mut self, name: &str, shape: Shape) {
+        *self.entry(name) = shape;
+    }
+
+    fn observe(&mut self, object: &serde_json::Map<String, Value>) {
+        for (key, value) in object {
+            self.entry(key).observe(value);
+        }
+    }
+
+    /// The Arrow fields of this struct.
+    pub(crate) fn fields(&self) -> Fields {
+        self.names
+            .iter()
+            .zip(&self.shapes)
+            .map(|(name, shape)| shape.field(name))
+            .collect()
+    }
+}
+
+impl Shape {
+    fn of(value: &Value) -> Self {
+        match value {
+            Value::Null => Self::Null,
+            Value::Bool(_) => Self::Bool,
+            Value::Number(n) if n.is_i64() => Self::Int,
+            Value::Number(_) => Self::Float,
+            Value::String(_) => Self::Str,
+            Value::Array(items) => {
+                let mut item = Self::Null;
+                for v in items {
+                    item.observe(v);
+                }
+                Self::List(Box::new(item))
+            }
+            Value::Object(object) => {
+                let mut fields = StructShape::default();
+                fields.observe(object);
+                Self::Struct(fields)
+            }
+        }
+    }
+
+    /// Widens this shape so that it also covers `value`.
+    pub(crate) fn observe(&mut self, value: &Value) {
+        let widened = match (&mut *self, value) {
+            (_, Value::Null) | (Self::Json, _) => return,
+            (Self::Null, v) => Self::of(v),
+            (Self::Bool, Value::Bool(_)) | (Self::Float, Value::Number(_)) => return,
+            (Self::Str, Value::String(_)) => return,
+            (Self::Int, Value::Number(n)) if n.is_i64() => return,
+            (Self::Int, Value::Number(_)) => Self::Float,
+            (Self::List(item), Value::Array(items)) => {
+                for v in items {
+                    item.observe(v);
+                }
+                return;
+            }
+            (Self::Struct(fields), Value::Object(object)) => {
+                fields.observe(object);
+                return;
+            }
+            _ => Self::Json,
+        };
+        *self = widened;
+    }
+
+    /// Replaces what Parquet cannot store: all-null fields and empty objects become JSON
+    /// text columns, recursively.
+    pub(crate) fn finish(self) -> Self {
+        match self {
+            Self::Null => Self::Json,
+            Self::List(item) => Self::List(Box::new(item.finish())),
+            Self::Struct(s) if s.names.is_empty() => Self::Json,
+            Self::Struct(s) => {
+                let mut out = StructShape::default();
+                for (name, shape) in s.names.into_iter().zip(s.shapes) {
+                    out.push(&name, shape.finish());
+                }
+                Self::Struct(out)
+            }
+            other => other,
+        }
+    }
+
+    /// The Arrow type this shape is stored as.
+    pub(crate) fn data_type(&self) -> DataType {
+        match self {
+            Self::Bool => DataType::Boolean,
+            Self::Int => DataType::Int64,
+            Self::Float => DataType::Float64,
+            Self::Str | Self::Json | Self::Null => DataType::Utf8,
+            Self::List(item) => DataType::List(Arc::new(item.field("item"))),
+            Self::Struct(fields) => DataType::Struct(fields.fields()),
+        }
+    }
+
+    /// A nullable Arrow field called `name`, marked when it holds JSON text.
+    pub(crate) fn field(&self, name: &str) -> Field {
+        let field = Field::new(name, self.data_type(), true);
+        match self {
+            Self::Json | Self::Null => field.with_metadata(HashMap::from([(
+                ENCODING_KEY.to_owned(),
+                ENCODING_JSON.to_owned(),
+            )])),
+            _ => field,
+        }
+    }
+}
+
+/// The Arrow type of the `_sent_at` column.
+pub(crate) fn sent_at_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn infer(values: &[Value]) -> Shape {
+        let mut shape = Shape::Null;
+        for v in values {
+            shape.observe(v);
+        }
+        shape.finish()
+    }
+
+    #[test]
+    fn ints_and_floats_widen_to_float() {
+        assert_eq!(infer(&[json!(1), json!(2)]), Shape::Int);
+        assert_eq!(infer(&[json!(1), json!(2.5)]), Shape::Float);
+        assert_eq!(infer(&[json!(2.5), json!(1)]), Shape::Float);
+        assert_eq!(infer(&[json!(u64::MAX)]), Shape::Float);
+    }
+
+    #[test]
+    fn other_mixes_become_json_text() {
+        assert_eq!(infer(&[json!(1), json!("1")]), Shape::Json);
+        assert_eq!(infer(&[json!(true), json!(1)]), Shape::Json);
+        assert_eq!(infer(&[json!({"a": 1}), json!("a")]), Shape::Json);
+        assert_eq!(infer(&[json!([1]), json!({"a": 1})]), Shape::Json);
+        assert_eq!(infer(&[json!("a"), json!({"a": 1}), json!(3)]), Shape::Json);
+    }
+
+    #[test]
+    fn nulls_never_decide_a_type() {
+        assert_eq!(infer(&[json!(null), json!("x"), json!(null)]), Shape::Str);
+        assert_eq!(infer(&[json!(null)]), Shape::Json);
+        assert_eq!(infer(&[]), Shape::Json);
+    }
+
+    #[test]
+    fn empty_objects_and_unknown_items_become_json() {
+        assert_eq!(infer(&[json!({})]), Shape::Json);
+        assert_eq!(infer(&[json!([])]), Shape::List(Box::new(Shape::Json)));
+        let Shape::Struct(s) = infer(&[json!({"e": {}, "n": null, "l": [null]})]) else {
+            panic!("not a struct");
+        };
+        assert_eq!(s.names, ["e", "l", "n"]);
+        assert_eq!(s.shapes[0], Shape::Json);
+        assert_eq!(s.shapes[1], Shape::List(Box::new(Shape::Json)));
+        assert_eq!(s.shapes[2], Shape::Json);
+    }
+
+    #[test]
+    fn objects_merge_keys_in_first_seen_order() {
+        let shape = infer(&[
+            json!({"b": 1}),
+            json!({"c": [1.5], "a": {"x": 1}}),
+            json!({"a": {"y": "s"}}),
+        ]);
+        let Shape::Struct(s) = shape else {
+            panic!("not a struct");
+        };
+        assert_eq!(s.names, ["b", "a", "c"]);
+        let Shape::Struct(inner) = &s.shapes[1] else {
+            panic!("not a struct");
+        };
+        assert_eq!(inner.names, ["x", "y"]);
+        assert_eq!(inner.shapes, [Shape::Int, Shape::Str]);
+        assert_eq!(s.shapes[2], Shape::List(Box::new(Shape::Float)));
+    }
+
+    #[test]
+    fn an_empty_object_merges_with_a_full_one() {
+        let shape = infer(&[json!({}), json!({"a": 1})]);
+        assert!(matches!(shape, Shape::Struct(ref s) if s.names == ["a"]));
+    }
+
+    #[test]
+    fn reserved_keys_are_renamed_injectively() {
+        assert_eq!(column_name("action"), "action");
+        assert_eq!(column_name("_event_id"), "_payload_event_id");
+        assert_eq!(column_name("_sent_at"), "_payload_sent_at");
+        assert_eq!(column_name("_value"), "_payload_value");
+        assert_eq!(
+            column_name("_payload_event_id"),
+            "_payload_payload_event_id"
+        );
+        assert_eq!(column_name("_payload"), "_payload");
+        assert_eq!(column_name("_payloadx"), "_payloadx");
+    }
+
+    #[test]
+    fn json_columns_are_marked() {
+        let field = Shape::Json.field("mixed");
+        assert_eq!(
+            field.metadata().get(ENCODING_KEY).map(String::as_str),
+            Some("json")
+        );
+        assert!(Shape::Str.field("s").metadata().is_empty());
+    }
+}

@@ -1,0 +1,195 @@
+//! Schema policies: inferring per object, or a fixed user schema in strict or relaxed mode.
+
+use destination_core::{Event, EventId};
+use serde_json::Value;
+
+use crate::config::{ColumnSpec, ColumnType, SchemaMode, SchemaPolicy};
+use crate::encode::Encoder;
+use crate::infer::{Shape, StructShape, VALUE_COLUMN, column_name};
+
+/// A resolved schema policy.
+#[derive(Clone, Debug)]
+pub(crate) enum Plan {
+    /// Infer from each batch.
+    Infer,
+    /// A fixed schema.
+    Fixed {
+        /// The encoder for the schema (it never changes).
+        encoder: Encoder,
+        /// The top-level columns, for fit checks.
+        columns: StructShape,
+        /// Strict or relaxed.
+        mode: SchemaMode,
+    },
+}
+
+impl Plan {
+    /// Resolves a configured policy.
+    ///
+    /// # Errors
+    ///
+    /// A message when the schema names a column twice or has an empty struct (which
+    /// Parquet cannot store; use `json`).
+    pub(crate) fn new(policy: &SchemaPolicy) -> Result<Self, String> {
+        let SchemaPolicy::Fixed(schema) = policy else {
+            return Ok(Self::Infer);
+        };
+        let mut columns = StructShape::default();
+        for spec in &schema.fields {
+            let name = column_name(&spec.name);
+            if columns.get(&name).is_some() {
+                return Err(format!("schema names the field {:?} twice", spec.name));
+            }
+            columns.push(&name, shape_of(spec)?);
+        }
+        Ok(Self::Fixed {
+            encoder: Encoder::with_columns(&columns),
+            columns,
+            mode: schema.mode,
+        })
+    }
+
+    /// The encoder for `events`, and the ids of events refused by a strict schema.
+    pub(crate) fn prepare<'a>(
+        &self,
+        events: &'a [Event],
+    ) -> (Encoder, Vec<&'a Event>, Vec<EventId>) {
+        match self {
+            Self::Infer => (Encoder::infer(events), events.iter().collect(), Vec::new()),
+            Self::Fixed {
+                encoder,
+                columns,
+                mode: SchemaMode::Strict,
+            } => {
+                let (kept, refused): (Vec<&Event>, Vec<&Event>) = events
+                    .iter()
+                    .partition(|e| payload_fits(columns, &e.payload));
+                let refused = refused.iter().map(|e| e.id).collect();
+                (encoder.clone(), kept, refused)
+            }
+            Self::Fixed { encoder, .. } => (encoder.clone(), events.iter().collect(), Vec::new()),
+        }
+    }
+}
+
+fn shape_of(spec: &ColumnSpec) -> Result<Shape, String> {
+    type_shape(&spec.data_type, &spec.name)
+}
+
+fn type_shape(t: &ColumnType, name: &str) -> Result<Shape, String> {
+    Ok(match t {
+        ColumnType::Bool => Shape::Bool,
+        ColumnType::Int => Shape::Int,
+        ColumnType::Float => Shape::Float,
+        ColumnType::String => Shape::Str,
+        ColumnType::Json => Shape::Json,
+        ColumnType::List(item) => Shape::List(Box::new(type_shape(item, name)?)),
+        ColumnType::Struct(fields) if fields.is_empty() => {
+            return Err(format!(
+                "schema field {name:?} is a struct without fields; Parquet cannot store that, \
+                 use the type \"json\""
+            ));
+        }
+        ColumnType::Struct(fields) => {
+            let mut out = StructShape::default();
+            for f in fields {
+                if out.get(&f.name).is_some() {
+                    return Err(format!("schema struct {name:?} names {:?} twice", f.name));
+                }
+                out.push(&f.name, shape_of(f)?);
+            }
+            Shape::Struct(out)
+        }
+    })
+}
+
+/// Whether a payload fits the top-level columns exactly (no unknown key, no wrong type).
+pub(crate) fn payload_fits(columns: &StructShape, payload: &Value) -> bool {
+    match payload {
+        Value::Object(object) => object
+            .iter()
+            .all(|(k, v)| columns.get(&column_name(k)).is_some_and(|s| fits(s, v))),
+        other => columns.get(VALUE_COLUMN).is_some_and(|s| fits(s, other)),
+    }
+}
+
+/// Whether `value` can be stored in a column of `shape` without loss.
+pub(crate) fn fits(shape: &Shape, value: &Value) -> bool {
+    match (shape, value) {
+        (_, Value::Null) | (Shape::Json | Shape::Null, _) => true,
+        (Shape::Bool, Value::Bool(_)) | (Shape::Float, Value::Number(_)) => true,
+        (Shape::Str, Value::String(_)) => true,
+        (Shape::Int, Value::Number(n)) => n.is_i64(),
+        (Shape::List(item), Value::Array(items)) => items.iter().all(|v| fits(item, v)),
+        (Shape::Struct(fields), Value::Object(object)) => object
+            .iter()
+            .all(|(k, v)| fields.get(k).is_some_and(|s| fits(s, v))),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UserSchema;
+    use serde_json::json;
+
+    fn plan(mode: &str) -> Plan {
+        let schema: UserSchema = serde_json::from_value(json!({
+            "mode": mode,
+            "fields": [
+                {"name": "n", "type": "int"},
+                {"name": "tags", "type": {"list": "string"}},
+                {"name": "user", "type": {"struct": [{"name": "id", "type": "float"}]}},
+            ]
+        }))
+        .unwrap();
+        Plan::new(&SchemaPolicy::Fixed(schema)).unwrap()
+    }
+
+    #[test]
+    fn strict_refuses_unknown_keys_and_wrong_types() {
+        let events = vec![
+            Event::new(json!({"n": 1, "tags": ["a"], "user": {"id": 2}})),
+            Event::new(json!({"n": "one"})),
+            Event::new(json!({"n": 1, "extra": true})),
+            Event::new(json!({"user": {"id": 1, "name": "x"}})),
+            Event::new(json!({"tags": null})),
+        ];
+        let (encoder, kept, refused) = plan("strict").prepare(&events);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(refused, vec![events[1].id, events[2].id, events[3].id]);
+        let names: Vec<String> = encoder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["_event_id", "_sent_at", "n", "tags", "user"]);
+    }
+
+    #[test]
+    fn relaxed_keeps_everything() {
+        let events = vec![Event::new(json!({"n": "one", "extra": 1}))];
+        let (encoder, kept, refused) = plan("relaxed").prepare(&events);
+        assert_eq!((kept.len(), refused.len()), (1, 0));
+        let owned: Vec<Event> = kept.into_iter().cloned().collect();
+        let batch = encoder.encode(&owned).unwrap();
+        assert_eq!(batch.num_columns(), 5);
+        assert_eq!(batch.column(2).null_count(), 1);
+    }
+
+    #[test]
+    fn empty_structs_and_duplicates_are_config_errors() {
+        let bad = |fields| {
+            let schema: UserSchema =
+                serde_json::from_value(json!({"mode": "strict", "fields": fields})).unwrap();
+            Plan::new(&SchemaPolicy::Fixed(schema)).unwrap_err()
+        };
+        assert!(bad(json!([{"name": "e", "type": {"struct": []}}])).contains("json"));
+        assert!(
+            bad(json!([{"name": "a", "type": "int"}, {"name": "a", "type": "int"}]))
+                .contains("twice")
+        );
+    }
+}
