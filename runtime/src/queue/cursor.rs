@@ -56,7 +56,9 @@ impl DestState {
 
     /// Forgets handed-out entries; returns how many of `seqs` were in flight.
     pub(crate) fn ack(&mut self, seqs: &[Seq]) -> usize {
-        seqs.iter().filter(|seq| self.inflight.remove(seq).is_some()).count()
+        seqs.iter()
+            .filter(|seq| self.inflight.remove(seq).is_some())
+            .count()
     }
 
     /// Depth and oldest `sent_at` of the unacknowledged entries.
@@ -132,12 +134,17 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), QueueErr
 ///
 /// An I/O error.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), QueueError> {
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
 }
 
 /// A [`QueueError::Io`] naming `path`.
 pub(crate) fn io_error(path: &Path, source: std::io::Error) -> QueueError {
-    QueueError::Io { path: path.display().to_string(), source }
+    QueueError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -145,7 +152,13 @@ mod tests {
     use super::*;
 
     fn slot(seq: Seq) -> Slot {
-        Slot { seq, segment: 0, offset: 0, len: 0, sent_at: seq as i64 * 1000 }
+        Slot {
+            seq,
+            segment: 0,
+            offset: 0,
+            len: 0,
+            sent_at: seq as i64 * 1000,
+        }
     }
 
     #[test]
@@ -169,7 +182,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("progress.json");
         assert_eq!(Progress::load(&path).unwrap(), Progress::default());
-        let progress = Progress { next_seq: 12, acked_below: HashMap::from([("a".into(), 4)]) };
+        let progress = Progress {
+            next_seq: 12,
+            acked_below: HashMap::from([("a".into(), 4)]),
+        };
         progress.store(&path).unwrap();
         assert_eq!(Progress::load(&path).unwrap(), progress);
         assert!(!path.with_extension("tmp").exists());

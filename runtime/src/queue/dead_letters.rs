@@ -66,13 +66,21 @@ impl FileDeadLetters {
             if let Some(offset) = tail {
                 let file = OpenOptions::new().write(true).open(&path);
                 let file = file.map_err(|e| io_error(&path, e))?;
-                file.set_len(offset).and_then(|()| file.sync_all()).map_err(|e| io_error(&path, e))?;
+                file.set_len(offset)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| io_error(&path, e))?;
             }
         }
         let file = OpenOptions::new().create(true).append(true).open(&path);
         let file = file.map_err(|e| io_error(&path, e))?;
         sync_dir(&dir)?;
-        Ok(Self { inner: Arc::new(Mutex::new(Inner { path, file, next_id })) })
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                path,
+                file,
+                next_id,
+            })),
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -82,12 +90,17 @@ impl FileDeadLetters {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || work(&mut lock(&inner)))
             .await
-            .map_err(|e| QueueError::Io { path: "dead-letters".into(), source: std::io::Error::other(e) })?
+            .map_err(|e| QueueError::Io {
+                path: "dead-letters".into(),
+                source: std::io::Error::other(e),
+            })?
     }
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    inner
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn encode(entry: &Entry, out: &mut Vec<u8>) -> Result<(), QueueError> {
@@ -105,9 +118,15 @@ fn read_entries(path: &Path) -> Result<(Vec<Entry>, Option<u64>), QueueError> {
         match scanned {
             Scanned::Record { offset, body } => match serde_json::from_slice(body) {
                 Ok(entry) => entries.push(entry),
-                Err(error) => tracing::warn!(path = %path.display(), offset, %error, "dead letter unreadable; skipped"),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), offset, %error, "dead letter unreadable; skipped")
+                }
             },
-            Scanned::Damaged { offset, len, tail: torn } => {
+            Scanned::Damaged {
+                offset,
+                len,
+                tail: torn,
+            } => {
                 let kept_at = keep_aside(path, offset, &bytes[offset..offset + len]);
                 tracing::warn!(
                     path = %path.display(),
@@ -134,7 +153,10 @@ impl DeadLetterStore for FileDeadLetters {
             let id = letter.id;
             let mut buf = Vec::new();
             encode(&Entry::Letter(letter), &mut buf)?;
-            let written = inner.file.write_all(&buf).and_then(|()| inner.file.sync_data());
+            let written = inner
+                .file
+                .write_all(&buf)
+                .and_then(|()| inner.file.sync_data());
             written.map_err(|e| io_error(&inner.path, e))?;
             inner.next_id += 1;
             Ok(id)
@@ -176,5 +198,100 @@ impl DeadLetterStore for FileDeadLetters {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use destination_core::testing::sample_events;
+
+    use super::*;
+
+    fn letter(destination: &str, events: usize) -> DeadLetter {
+        DeadLetter {
+            id: 0,
+            destination: destination.into(),
+            events: sample_events(events),
+            error: "batch rejected by endpoint: 422".into(),
+            attempts: 3,
+            failed_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn put_list_remove_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileDeadLetters::open(dir.path()).unwrap();
+        let first = letter("hook", 2);
+        let a = store.put(first.clone()).await.unwrap();
+        let b = store.put(letter("mail", 1)).await.unwrap();
+        let c = store.put(letter("hook", 3)).await.unwrap();
+        assert!(a < b && b < c);
+
+        let hook = store.list(Some("hook")).await.unwrap();
+        assert_eq!(hook.iter().map(|l| l.id).collect::<Vec<_>>(), vec![a, c]);
+        assert_eq!(hook[0], DeadLetter { id: a, ..first });
+        store.remove(&[a, c]).await.unwrap();
+        drop(store);
+
+        let store = FileDeadLetters::open(dir.path()).unwrap();
+        let left = store.list(None).await.unwrap();
+        assert_eq!(left.iter().map(|l| l.id).collect::<Vec<_>>(), vec![b]);
+        // The highest id was removed; it is still not given out again.
+        let d = store.put(letter("hook", 1)).await.unwrap();
+        assert!(d > c, "{d} reuses an id");
+        let all: Vec<_> = store
+            .list(None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(all, vec![b, d]);
+    }
+
+    #[tokio::test]
+    async fn torn_tail_loses_only_the_torn_letter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileDeadLetters::open(dir.path()).unwrap();
+        let kept = store.put(letter("hook", 2)).await.unwrap();
+        store.put(letter("hook", 2)).await.unwrap();
+        drop(store);
+        let path = dir.path().join("dead-letters").join("letters.log");
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+
+        let store = FileDeadLetters::open(dir.path()).unwrap();
+        let ids: Vec<_> = store
+            .list(None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(ids, vec![kept]);
+        let next = store.put(letter("hook", 1)).await.unwrap();
+        drop(store);
+        let store = FileDeadLetters::open(dir.path()).unwrap();
+        let ids: Vec<_> = store
+            .list(None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(ids, vec![kept, next]);
+        let aside = fs::read_dir(path.parent().unwrap()).unwrap();
+        assert!(
+            aside
+                .map(|e| e.unwrap().path())
+                .any(|p| p.extension().is_some_and(|x| x == "corrupt"))
+        );
     }
 }

@@ -53,7 +53,9 @@ pub(crate) struct State {
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding the lock with the index half-updated.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Marks the log closed and wakes every waiter.
@@ -61,7 +63,11 @@ impl Shared {
         let notifies: Vec<_> = {
             let mut state = self.lock();
             state.closed = true;
-            state.dests.values().map(|d| Arc::clone(&d.notify)).collect()
+            state
+                .dests
+                .values()
+                .map(|d| Arc::clone(&d.notify))
+                .collect()
         };
         for notify in notifies {
             notify.notify_waiters();
@@ -79,12 +85,23 @@ impl Shared {
 ///
 /// # Examples
 ///
-/// ```ignore
-/// let log = SegmentLog::open(QueueConfig { path: dir.into(), ..Default::default() }).await?;
+/// ```
+/// use destination_core::Event;
+/// use destinations::queue::{Queue, QueueConfig, SegmentLog};
+/// use serde_json::json;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let config = QueueConfig { path: dir.path().join("queue"), ..QueueConfig::default() };
+/// let log = SegmentLog::open(config).await?;
 /// let seqs = log.append(vec![("webhook".into(), Event::new(json!({"a": 1})))]).await?;
 /// let records = log.next("webhook", 100).await?;
+/// assert_eq!(records[0].seq, seqs[0]);
 /// log.ack("webhook", &seqs).await?;
 /// log.close().await?;
+/// # Ok(())
+/// # }
 /// ```
 pub struct SegmentLog {
     shared: Arc<Shared>,
@@ -125,7 +142,11 @@ impl SegmentLog {
         let progress_path = config.path.join("progress.json");
         let progress = Progress::load(&progress_path)?;
 
-        let mut state = State { next_seq: progress.next_seq, dirty: true, ..State::default() };
+        let mut state = State {
+            next_seq: progress.next_seq,
+            dirty: true,
+            ..State::default()
+        };
         for dest in progress.acked_below.keys() {
             state.dests.insert(dest.clone(), DestState::default());
         }
@@ -190,7 +211,11 @@ impl SegmentLog {
             .name("queue-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| io_error(&shared.config.path, e))?;
-        Ok(Self { shared, commands, report })
+        Ok(Self {
+            shared,
+            commands,
+            report,
+        })
     }
 
     /// What the last open found on disk: records, pending entries and damaged ranges.
@@ -214,7 +239,7 @@ impl SegmentLog {
     pub(crate) async fn crash(self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Crash(tx)).is_ok() {
-            let _ = rx.await;
+            rx.await.ok();
         }
     }
 
@@ -236,7 +261,10 @@ impl SegmentLog {
                     state.used += bytes;
                     return Ok(());
                 }
-                let full = QueueError::Full { used: state.used, cap };
+                let full = QueueError::Full {
+                    used: state.used,
+                    cap,
+                };
                 if config.when_full == FullPolicy::Reject || bytes > cap {
                     return Err(full);
                 }
@@ -269,7 +297,10 @@ impl SegmentLog {
             for slot in &plan {
                 if let std::collections::hash_map::Entry::Vacant(e) = files.entry(slot.segment) {
                     let meta = state.segments.get_mut(&slot.segment).ok_or_else(|| {
-                        QueueError::Codec(format!("segment {} of seq {} is gone", slot.segment, slot.seq))
+                        QueueError::Codec(format!(
+                            "segment {} of seq {} is gone",
+                            slot.segment, slot.seq
+                        ))
                     })?;
                     e.insert((meta.reader()?, meta.path.clone()));
                 }
@@ -288,7 +319,10 @@ impl SegmentLog {
         if state.closed {
             return Err(QueueError::Closed);
         }
-        let cursor = state.dests.get_mut(dest).expect("destinations are never removed");
+        let cursor = state
+            .dests
+            .get_mut(dest)
+            .expect("destinations are never removed");
         // Another caller for the same destination may have taken these meanwhile.
         let unchanged = cursor.unread.iter().take(plan.len()).eq(plan.iter());
         if !unchanged {
@@ -300,7 +334,11 @@ impl SegmentLog {
             .zip(events)
             .map(|(slot, event)| {
                 cursor.inflight.insert(slot.seq, slot);
-                Record { seq: slot.seq, destination: dest.to_string(), event }
+                Record {
+                    seq: slot.seq,
+                    destination: dest.to_string(),
+                    event,
+                }
             })
             .collect();
         Ok(Some(records))
@@ -338,11 +376,16 @@ fn read_events(
         }
         let (file, path) = &files[&plan[i].segment];
         let mut buf = vec![0; (end - start) as usize];
-        file.read_exact_at(&mut buf, start).map_err(|e| io_error(path, e))?;
+        file.read_exact_at(&mut buf, start)
+            .map_err(|e| io_error(path, e))?;
         for slot in &plan[i..j] {
             let at = (slot.offset - start) as usize;
             let event = serde_json::from_slice(&buf[at..at + slot.len as usize]).map_err(|e| {
-                QueueError::Codec(format!("event of seq {} in {}: {e}", slot.seq, path.display()))
+                QueueError::Codec(format!(
+                    "event of seq {} in {}: {e}",
+                    slot.seq,
+                    path.display()
+                ))
             })?;
             events.push(event);
         }
@@ -362,7 +405,15 @@ impl Queue for SegmentLog {
         let reserved = (HEADER_LEN + body.len()) as u64;
         self.reserve(reserved).await?;
         let (reply, answer) = oneshot::channel();
-        if self.commands.send(Command::Append { body, reserved, reply }).is_err() {
+        if self
+            .commands
+            .send(Command::Append {
+                body,
+                reserved,
+                reply,
+            })
+            .is_err()
+        {
             return Err(QueueError::Closed);
         }
         answer.await.unwrap_or(Err(QueueError::Closed))
@@ -373,7 +424,13 @@ impl Queue for SegmentLog {
         loop {
             let notify = {
                 let mut state = self.shared.lock();
-                Arc::clone(&state.dests.entry(destination.to_string()).or_default().notify)
+                Arc::clone(
+                    &state
+                        .dests
+                        .entry(destination.to_string())
+                        .or_default()
+                        .notify,
+                )
             };
             let mut arrived = pin!(notify.notified());
             arrived.as_mut().enable();
@@ -382,7 +439,11 @@ impl Queue for SegmentLog {
             }
             let has_unread = {
                 let state = self.shared.lock();
-                state.closed || state.dests.get(destination).is_some_and(|c| !c.unread.is_empty())
+                state.closed
+                    || state
+                        .dests
+                        .get(destination)
+                        .is_some_and(|c| !c.unread.is_empty())
             };
             if !has_unread {
                 arrived.await;
@@ -402,7 +463,11 @@ impl Queue for SegmentLog {
 
     fn stats(&self, destination: &str) -> QueueStats {
         let state = self.shared.lock();
-        state.dests.get(destination).map(DestState::stats).unwrap_or_default()
+        state
+            .dests
+            .get(destination)
+            .map(DestState::stats)
+            .unwrap_or_default()
     }
 
     async fn close(&self) -> Result<(), QueueError> {

@@ -69,7 +69,9 @@ impl MemoryQueue {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -91,7 +93,10 @@ impl Queue for MemoryQueue {
                     return Err(QueueError::Closed);
                 }
                 if state.used.saturating_add(bytes) > self.max_bytes {
-                    let full = QueueError::Full { used: state.used, cap: self.max_bytes };
+                    let full = QueueError::Full {
+                        used: state.used,
+                        cap: self.max_bytes,
+                    };
                     if self.when_full == FullPolicy::Reject || bytes > self.max_bytes {
                         return Err(full);
                     }
@@ -119,7 +124,10 @@ impl Queue for MemoryQueue {
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 let used = self.lock().used;
-                return Err(QueueError::Full { used, cap: self.max_bytes });
+                return Err(QueueError::Full {
+                    used,
+                    cap: self.max_bytes,
+                });
             }
         }
     }
@@ -140,7 +148,11 @@ impl Queue for MemoryQueue {
                         .into_iter()
                         .map(|(seq, event, size)| {
                             cursor.inflight.insert(seq, (event.sent_at, size));
-                            Record { seq, destination: destination.to_string(), event }
+                            Record {
+                                seq,
+                                destination: destination.to_string(),
+                                event,
+                            }
                         })
                         .collect();
                     return Ok(records);
@@ -151,7 +163,11 @@ impl Queue for MemoryQueue {
             arrived.as_mut().enable();
             let ready = {
                 let state = self.lock();
-                state.closed || state.dests.get(destination).is_some_and(|c| !c.unread.is_empty())
+                state.closed
+                    || state
+                        .dests
+                        .get(destination)
+                        .is_some_and(|c| !c.unread.is_empty())
             };
             if !ready {
                 arrived.await;
@@ -165,7 +181,11 @@ impl Queue for MemoryQueue {
             let Some(cursor) = state.dests.get_mut(destination) else {
                 return Ok(());
             };
-            let freed: u64 = seqs.iter().filter_map(|s| cursor.inflight.remove(s)).map(|e| e.1).sum();
+            let freed: u64 = seqs
+                .iter()
+                .filter_map(|s| cursor.inflight.remove(s))
+                .map(|e| e.1)
+                .sum();
             state.used -= freed;
             freed
         };
@@ -196,7 +216,11 @@ impl Queue for MemoryQueue {
         let notifies: Vec<_> = {
             let mut state = self.lock();
             state.closed = true;
-            state.dests.values().map(|c| Arc::clone(&c.notify)).collect()
+            state
+                .dests
+                .values()
+                .map(|c| Arc::clone(&c.notify))
+                .collect()
         };
         for notify in notifies {
             notify.notify_waiters();

@@ -1,7 +1,65 @@
 //! The durable queue between `send` and the destination workers, and the dead-letter store.
 //!
 //! [`Queue`] is a small trait so that other backends (a distributed log) can stand in for
-//! the embedded segment log, which is the default.
+//! the embedded segment log, which is the default. [`MemoryQueue`] keeps the same contract
+//! without durability, for tests and benchmarks; [`FileDeadLetters`] stores dead letters
+//! next to the log.
+//!
+//! # The segment log
+//!
+//! [`SegmentLog`] is one append-only log shared by every destination, so that an `append`
+//! fanning one event out to several destinations is a single record: it is durable for
+//! all of them or for none. The log is cut into numbered segment files
+//! (`segments/<id>.log`, [`QueueConfig::segment_bytes`] each) so that space is given back
+//! a whole file at a time, without compaction.
+//!
+//! **Records.** Each `append` call is one record: a magic number, the body length, a
+//! crc32 of the body, then the body (the first seq, then per entry the destination, the
+//! `sent_at` time and the event as JSON). Seqs are consecutive inside a record, so each
+//! entry's seq follows from its position.
+//!
+//! **Group commit.** A single writer thread owns the files. Appends from concurrent callers
+//! queue up while it syncs the previous group; it then writes everything queued at once
+//! and calls `sync_data` once, and only after that does each caller's `append` return. A
+//! burst of callers costs one fsync rather than one each, and a returned `append` is on
+//! disk.
+//!
+//! **Reading.** Per destination, the index in memory holds the position of each entry not
+//! yet acknowledged (about 40 bytes per entry, never the payloads); `next` reads the events
+//! back from the segment files, merging reads of neighbouring entries. Handed-out entries
+//! stay in flight until acknowledged, which keeps `stats` cheap: depth is a length and the
+//! age is the first entry's `sent_at`.
+//!
+//! **Progress.** Acks may come in any order (batches finish concurrently). At most every
+//! 200 ms, and on `close`, the writer saves per destination the lowest seq not yet
+//! acknowledged to `progress.json` (written to a temporary file, synced, renamed, folder
+//! synced). After a restart everything from there is handed out again, so delivery is at
+//! least once; an ack that has not been saved yet costs a redelivery, never a loss. A
+//! segment other than the active one is removed once every destination with entries in it
+//! has saved progress past them.
+//!
+//! **Recovery.** On open each segment is scanned and checked record by record. Bytes that
+//! hold no valid record (a short record or a bad crc) are logged, counted in the
+//! [`RecoveryReport`] and copied to a `.corrupt` file beside the segment. Damage at the end
+//! of a file is a write torn by a crash (its `append` never returned): the file is cut back
+//! to the last good record. Damage in the middle costs only the damaged record: the scan
+//! goes on at the next magic number whose record checks out. Earlier and later records are
+//! never held back.
+//!
+//! **Disk cap.** Appends reserve their framed size against [`QueueConfig::max_bytes`]
+//! before they are written. When the cap is reached, [`FullPolicy::Reject`] fails at once
+//! and [`FullPolicy::Block`] waits up to [`QueueConfig::full_timeout`] for removals to free
+//! space (it rolls a fully acknowledged active segment so that it can go too); neither
+//! writes part of an append. Choose `max_bytes` a few times `segment_bytes`: space comes
+//! back one segment at a time.
+//!
+//! # Known limits
+//!
+//! - A destination that is removed from the configuration keeps its entries, and the
+//!   segments holding them, until it is configured again and drains them.
+//! - The log reads with positioned reads (`pread`), so it builds on Unix only.
+//! - Damaged bytes kept aside in `.corrupt` files do not count against `max_bytes` and are
+//!   never removed by the queue.
 
 use std::fmt;
 use std::time::Duration;

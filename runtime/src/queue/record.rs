@@ -116,11 +116,19 @@ impl<'a> Iterator for Scanner<'a> {
         match self.resync(offset + 1) {
             Some(next) => {
                 self.pos = next;
-                Some(Scanned::Damaged { offset, len: next - offset, tail: false })
+                Some(Scanned::Damaged {
+                    offset,
+                    len: next - offset,
+                    tail: false,
+                })
             }
             None => {
                 self.pos = self.buf.len();
-                Some(Scanned::Damaged { offset, len: self.buf.len() - offset, tail: true })
+                Some(Scanned::Damaged {
+                    offset,
+                    len: self.buf.len() - offset,
+                    tail: true,
+                })
             }
         }
     }
@@ -159,11 +167,15 @@ pub(crate) fn encode_body(entries: &[(String, Event)]) -> Result<Vec<u8>, QueueE
             .map_err(|_| QueueError::Codec("destination name is longer than 65535 bytes".into()))?;
         body.extend_from_slice(&name_len.to_le_bytes());
         body.extend_from_slice(destination.as_bytes());
-        let sent_at = event.sent_at.timestamp_nanos_opt().unwrap_or(if event.sent_at.timestamp() < 0 {
-            i64::MIN
-        } else {
-            i64::MAX
-        });
+        let sent_at =
+            event
+                .sent_at
+                .timestamp_nanos_opt()
+                .unwrap_or(if event.sent_at.timestamp() < 0 {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                });
         body.extend_from_slice(&sent_at.to_le_bytes());
         let len_at = body.len();
         body.extend_from_slice(&0u32.to_le_bytes());
@@ -199,7 +211,12 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<(Seq, Vec<EntryRef<'_>>), Strin
         let event_len = u32::from_le_bytes(reader.array()?);
         let event_at = reader.pos;
         reader.take(event_len as usize)?;
-        entries.push(EntryRef { destination, sent_at, event_at, event_len });
+        entries.push(EntryRef {
+            destination,
+            sent_at,
+            event_at,
+            event_len,
+        });
     }
     if reader.pos != body.len() {
         return Err("trailing bytes after the last entry".into());
@@ -214,7 +231,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|end| *end <= self.body.len());
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.body.len());
         let end = end.ok_or_else(|| "entry runs past the end of the record".to_string())?;
         let bytes = &self.body[self.pos..end];
         self.pos = end;
@@ -260,9 +280,23 @@ mod tests {
         buf.extend_from_slice(&framed(&[b"fourth"])[..HEADER_LEN + 3]);
         let scanned: Vec<_> = Scanner::new(&buf).collect();
         assert_eq!(scanned.len(), 4);
-        assert_eq!(scanned[1], Scanned::Damaged { offset: second_at, len: 18, tail: false });
+        assert_eq!(
+            scanned[1],
+            Scanned::Damaged {
+                offset: second_at,
+                len: 18,
+                tail: false
+            }
+        );
         assert!(matches!(scanned[2], Scanned::Record { body: b"third", .. }));
-        assert!(matches!(scanned[3], Scanned::Damaged { len: 15, tail: true, .. }));
+        assert!(matches!(
+            scanned[3],
+            Scanned::Damaged {
+                len: 15,
+                tail: true,
+                ..
+            }
+        ));
     }
 
     #[test]

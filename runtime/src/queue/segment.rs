@@ -55,7 +55,12 @@ pub(crate) struct SegmentMeta {
 impl SegmentMeta {
     /// An empty segment at `path`.
     pub(crate) fn new(path: PathBuf, size: u64) -> Self {
-        Self { path, size, last_seq: HashMap::new(), reader: None }
+        Self {
+            path,
+            size,
+            last_seq: HashMap::new(),
+            reader: None,
+        }
     }
 
     /// A shared read handle.
@@ -75,7 +80,9 @@ impl SegmentMeta {
     /// Whether every entry here is acknowledged, given each destination's lowest
     /// unacknowledged seq.
     pub(crate) fn is_done(&self, low: impl Fn(&str) -> Option<Seq>) -> bool {
-        self.last_seq.iter().all(|(dest, last)| low(dest).is_some_and(|low| low > *last))
+        self.last_seq
+            .iter()
+            .all(|(dest, last)| low(dest).is_some_and(|low| low > *last))
     }
 }
 
@@ -193,13 +200,21 @@ pub(crate) fn recover(path: &Path, id: u64, min_seq: Seq) -> Result<Scan, QueueE
             kept_at,
         });
         if tail {
-            let file = OpenOptions::new().write(true).open(path).map_err(|e| io_error(path, e))?;
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| io_error(path, e))?;
             file.set_len(offset as u64).map_err(|e| io_error(path, e))?;
             file.sync_all().map_err(|e| io_error(path, e))?;
             meta.size = offset as u64;
         }
     }
-    Ok(Scan { meta, entries, records, damaged })
+    Ok(Scan {
+        meta,
+        entries,
+        records,
+        damaged,
+    })
 }
 
 pub(crate) fn keep_aside(path: &Path, offset: usize, bytes: &[u8]) -> Option<PathBuf> {

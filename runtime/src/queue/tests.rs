@@ -12,7 +12,10 @@ use serde_json::json;
 use super::*;
 
 fn config(dir: &Path) -> QueueConfig {
-    QueueConfig { path: dir.to_path_buf(), ..QueueConfig::default() }
+    QueueConfig {
+        path: dir.to_path_buf(),
+        ..QueueConfig::default()
+    }
 }
 
 fn small(dir: &Path, segment_bytes: u64, max_bytes: u64, when_full: FullPolicy) -> QueueConfig {
@@ -26,7 +29,10 @@ fn small(dir: &Path, segment_bytes: u64, max_bytes: u64, when_full: FullPolicy) 
 }
 
 fn to(dest: &str, events: &[Event]) -> Vec<(String, Event)> {
-    events.iter().map(|e| (dest.to_string(), e.clone())).collect()
+    events
+        .iter()
+        .map(|e| (dest.to_string(), e.clone()))
+        .collect()
 }
 
 fn ids(records: &[Record]) -> Vec<EventId> {
@@ -64,7 +70,10 @@ async fn basic_contract(queue: &dyn Queue) {
     ];
     let seqs = queue.append(entries).await.unwrap();
     assert_eq!(seqs.len(), 5);
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs increase: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seqs increase: {seqs:?}"
+    );
     assert_eq!(queue.stats("a").depth, 3);
     assert_eq!(queue.stats("a").oldest_sent_at, Some(events[0].sent_at));
 
@@ -118,7 +127,10 @@ async fn close_wakes_waiting_readers_and_refuses_work() {
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     log.close().await.unwrap();
-    let woken = tokio::time::timeout(Duration::from_secs(2), waiting).await.unwrap().unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(woken, Err(QueueError::Closed)), "{woken:?}");
     let append = log.append(to("a", &sample_events(1))).await;
     assert!(matches!(append, Err(QueueError::Closed)), "{append:?}");
@@ -133,7 +145,9 @@ async fn restart_hands_out_everything_from_the_lowest_unacked_entry() {
     let seqs = log.append(to("a", &a)).await.unwrap();
     log.append(to("b", &b)).await.unwrap();
     assert_eq!(log.next("a", 100).await.unwrap().len(), 10);
-    log.ack("a", &[seqs[0], seqs[1], seqs[2], seqs[5]]).await.unwrap();
+    log.ack("a", &[seqs[0], seqs[1], seqs[2], seqs[5]])
+        .await
+        .unwrap();
     log.close().await.unwrap();
 
     let log = SegmentLog::open(config(dir.path())).await.unwrap();
@@ -143,7 +157,10 @@ async fn restart_hands_out_everything_from_the_lowest_unacked_entry() {
     // Seq 5 was acked above the unacked seq 3, so it comes again (at least once).
     assert_eq!(ids(&again), a[3..].iter().map(|e| e.id).collect::<Vec<_>>());
     assert_eq!(again[0].seq, seqs[3]);
-    assert_eq!(ids(&drain(&log, "b").await), b.iter().map(|e| e.id).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&drain(&log, "b").await),
+        b.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
     let later = log.append(to("a", &sample_events(1))).await.unwrap();
     assert!(later[0] > *seqs.last().unwrap() + 3, "seqs never go back");
     log.close().await.unwrap();
@@ -164,7 +181,10 @@ async fn crash_keeps_every_acknowledged_append_and_periodic_progress() {
 
     let log = SegmentLog::open(config(dir.path())).await.unwrap();
     let again = drain(&log, "a").await;
-    assert_eq!(ids(&again), events[2..].iter().map(|e| e.id).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&again),
+        events[2..].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
 }
 
 /// Writes five one-event records to `a`, closes, and returns them with the segment path.
@@ -172,7 +192,9 @@ async fn five_records(dir: &Path) -> (Vec<Event>, PathBuf) {
     let events = sample_events(5);
     let log = SegmentLog::open(config(dir)).await.unwrap();
     for event in &events {
-        log.append(to("a", std::slice::from_ref(event))).await.unwrap();
+        log.append(to("a", std::slice::from_ref(event)))
+            .await
+            .unwrap();
     }
     log.close().await.unwrap();
     let files = segment_files(dir);
@@ -186,7 +208,12 @@ async fn torn_tail_is_cut_kept_aside_and_reported() {
     let (events, segment) = five_records(dir.path()).await;
     let full = std::fs::read(&segment).unwrap();
     let torn_len = full.len() as u64 - 3;
-    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(torn_len).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(torn_len)
+        .unwrap();
 
     let log = SegmentLog::open(config(dir.path())).await.unwrap();
     let report = log.recovery_report().clone();
@@ -199,7 +226,10 @@ async fn torn_tail_is_cut_kept_aside_and_reported() {
     assert_eq!(kept, full[damage.offset as usize..torn_len as usize]);
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), damage.offset);
     let got = drain(&log, "a").await;
-    assert_eq!(ids(&got), events[..4].iter().map(|e| e.id).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&got),
+        events[..4].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
 
     // Appends after the repair land cleanly: the next open finds no damage.
     let more = sample_events(2);
@@ -227,7 +257,10 @@ async fn garbage_after_the_last_record_is_cut() {
     assert_eq!(report.damaged.len(), 1);
     assert_eq!(report.damaged[0].offset, clean_len);
     assert!(report.damaged[0].torn_tail);
-    assert_eq!(ids(&drain(&log, "a").await), events.iter().map(|e| e.id).collect::<Vec<_>>());
+    assert_eq!(
+        ids(&drain(&log, "a").await),
+        events.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -236,7 +269,10 @@ async fn corrupt_middle_record_costs_only_that_record() {
     let (events, segment) = five_records(dir.path()).await;
     let mut bytes = std::fs::read(&segment).unwrap();
     let marker = events[2].id.to_string();
-    let at = bytes.windows(marker.len()).position(|w| w == marker.as_bytes()).unwrap();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .unwrap();
     bytes[at] ^= 0x01;
     std::fs::write(&segment, &bytes).unwrap();
 
@@ -250,13 +286,18 @@ async fn corrupt_middle_record_costs_only_that_record() {
     let want: Vec<_> = [0, 1, 3, 4].iter().map(|i| events[*i].id).collect();
     assert_eq!(ids(&got), want);
     // The segment stays whole: the damage is skipped again, not cut.
-    assert_eq!(std::fs::metadata(&segment).unwrap().len(), bytes.len() as u64);
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        bytes.len() as u64
+    );
 }
 
 #[tokio::test]
 async fn full_queue_rejects_without_writing() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SegmentLog::open(small(dir.path(), 1000, 3000, FullPolicy::Reject)).await.unwrap();
+    let log = SegmentLog::open(small(dir.path(), 1000, 3000, FullPolicy::Reject))
+        .await
+        .unwrap();
     let mut written = 0;
     let error = loop {
         match log.append(to("a", &sample_events(2))).await {
@@ -264,7 +305,10 @@ async fn full_queue_rejects_without_writing() {
             Err(error) => break error,
         }
     };
-    assert!(matches!(error, QueueError::Full { cap: 3000, used } if used <= 3000), "{error:?}");
+    assert!(
+        matches!(error, QueueError::Full { cap: 3000, used } if used <= 3000),
+        "{error:?}"
+    );
     assert!(written > 0);
     assert_eq!(log.stats("a").depth, written);
     assert!(log.disk_usage() <= 3000);
@@ -276,13 +320,20 @@ async fn full_queue_rejects_without_writing() {
 #[tokio::test]
 async fn full_queue_blocks_until_timeout_or_until_acks_free_space() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(SegmentLog::open(small(dir.path(), 1000, 3000, FullPolicy::Block)).await.unwrap());
+    let log = Arc::new(
+        SegmentLog::open(small(dir.path(), 1000, 3000, FullPolicy::Block))
+            .await
+            .unwrap(),
+    );
     while log.disk_usage() + 1200 < 3000 {
         log.append(to("a", &sample_events(2))).await.unwrap();
     }
     let started = tokio::time::Instant::now();
     let timed_out = log.append(to("a", &sample_events(4))).await;
-    assert!(matches!(timed_out, Err(QueueError::Full { .. })), "{timed_out:?}");
+    assert!(
+        matches!(timed_out, Err(QueueError::Full { .. })),
+        "{timed_out:?}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(300));
 
     let blocked = tokio::spawn({
@@ -294,7 +345,10 @@ async fn full_queue_blocks_until_timeout_or_until_acks_free_space() {
     let records = drain(&*log, "a").await;
     let seqs: Vec<_> = records.iter().map(|r| r.seq).collect();
     log.ack("a", &seqs).await.unwrap();
-    let appended = tokio::time::timeout(Duration::from_secs(2), blocked).await.unwrap().unwrap();
+    let appended = tokio::time::timeout(Duration::from_secs(2), blocked)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(appended.unwrap().len(), 4);
     assert_eq!(log.stats("a").depth, 4);
 }
@@ -302,9 +356,13 @@ async fn full_queue_blocks_until_timeout_or_until_acks_free_space() {
 #[tokio::test]
 async fn finished_segments_are_removed_once_every_destination_acked() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SegmentLog::open(small(dir.path(), 2000, 1 << 30, FullPolicy::Block)).await.unwrap();
+    let log = SegmentLog::open(small(dir.path(), 2000, 1 << 30, FullPolicy::Block))
+        .await
+        .unwrap();
     for event in sample_events(30) {
-        log.append(vec![("a".into(), event.clone()), ("b".into(), event)]).await.unwrap();
+        log.append(vec![("a".into(), event.clone()), ("b".into(), event)])
+            .await
+            .unwrap();
     }
     let before = segment_files(dir.path()).len();
     assert!(before > 3, "{before} segments");
@@ -313,12 +371,20 @@ async fn finished_segments_are_removed_once_every_destination_acked() {
     let a: Vec<_> = drain(&log, "a").await.iter().map(|r| r.seq).collect();
     log.ack("a", &a).await.unwrap();
     tokio::time::sleep(writer::PERSIST_EVERY * 3).await;
-    assert_eq!(segment_files(dir.path()).len(), before, "b still needs every segment");
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        before,
+        "b still needs every segment"
+    );
 
     let b: Vec<_> = drain(&log, "b").await.iter().map(|r| r.seq).collect();
     log.ack("b", &b).await.unwrap();
     tokio::time::sleep(writer::PERSIST_EVERY * 3).await;
-    assert_eq!(segment_files(dir.path()).len(), 1, "only the active segment is left");
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "only the active segment is left"
+    );
     assert!(log.disk_usage() < usage / 2);
     log.close().await.unwrap();
     let log = SegmentLog::open(config(dir.path())).await.unwrap();
@@ -328,7 +394,11 @@ async fn finished_segments_are_removed_once_every_destination_acked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_are_all_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(SegmentLog::open(small(dir.path(), 64 << 10, 1 << 30, FullPolicy::Block)).await.unwrap());
+    let log = Arc::new(
+        SegmentLog::open(small(dir.path(), 64 << 10, 1 << 30, FullPolicy::Block))
+            .await
+            .unwrap(),
+    );
     let tasks: Vec<_> = (0..16)
         .map(|task| {
             let log = Arc::clone(&log);
@@ -337,9 +407,12 @@ async fn concurrent_appends_are_all_durable() {
                 for i in 0..25 {
                     let event = Event::new(json!({"task": task, "i": i}));
                     let dest = if i % 2 == 0 { "even" } else { "odd" };
-                    log.append(vec![(dest.into(), event.clone()), ("all".into(), event.clone())])
-                        .await
-                        .unwrap();
+                    log.append(vec![
+                        (dest.into(), event.clone()),
+                        ("all".into(), event.clone()),
+                    ])
+                    .await
+                    .unwrap();
                     sent.push(event.id);
                 }
                 sent

@@ -77,7 +77,9 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
                     // The log was dropped without `close`: keep what progress there is.
-                    let _ = self.maintain(true);
+                    if let Err(error) = self.maintain(true) {
+                        tracing::warn!(error = %error_chain(&error), "queue progress not persisted");
+                    }
                     return;
                 }
             };
@@ -86,7 +88,11 @@ impl Writer {
                 let mut stop = None;
                 for command in std::iter::once(first).chain(rx.try_iter().take(MAX_GROUP)) {
                     match command {
-                        Command::Append { body, reserved, reply } => {
+                        Command::Append {
+                            body,
+                            reserved,
+                            reply,
+                        } => {
                             appends.push((body, reserved, reply));
                         }
                         other => {
@@ -100,13 +106,13 @@ impl Writer {
                     Some(Command::Close(reply)) => {
                         let result = self.maintain(true);
                         self.shared.close();
-                        let _ = reply.send(result);
+                        answer(reply, result);
                         return;
                     }
                     #[cfg(test)]
                     Some(Command::Crash(reply)) => {
                         self.shared.close();
-                        let _ = reply.send(());
+                        answer(reply, ());
                         return;
                     }
                     _ => {}
@@ -127,13 +133,12 @@ impl Writer {
         for (mut body, reserved, reply) in appends {
             let frame_len = (HEADER_LEN + body.len()) as u64;
             let base = self.size + buf.len() as u64;
-            if self.needs_roll
-                || (base > 0 && base + frame_len > self.shared.config.segment_bytes)
+            if self.needs_roll || (base > 0 && base + frame_len > self.shared.config.segment_bytes)
             {
                 self.flush(&mut buf, &mut pending);
                 if let Err(error) = self.roll() {
                     self.release(reserved);
-                    let _ = reply.send(Err(error));
+                    answer(reply, Err(error));
                     continue;
                 }
             }
@@ -143,7 +148,7 @@ impl Writer {
                 Ok((_, entries)) => entries,
                 Err(message) => {
                     self.release(reserved);
-                    let _ = reply.send(Err(QueueError::Codec(message)));
+                    answer(reply, Err(QueueError::Codec(message)));
                     continue;
                 }
             };
@@ -164,7 +169,12 @@ impl Writer {
                 })
                 .collect();
             record::frame_into(&body, &mut buf);
-            pending.push(Pending { reply, seqs: first..self.next_seq, slots, reserved });
+            pending.push(Pending {
+                reply,
+                seqs: first..self.next_seq,
+                slots,
+                reserved,
+            });
         }
         self.flush(&mut buf, &mut pending);
     }
@@ -174,7 +184,10 @@ impl Writer {
         if pending.is_empty() {
             return;
         }
-        let written = self.file.write_all(buf).and_then(|()| self.file.sync_data());
+        let written = self
+            .file
+            .write_all(buf)
+            .and_then(|()| self.file.sync_data());
         let path = segment::segment_path(&self.shared.segments_dir, self.active);
         match written {
             Ok(()) => {
@@ -185,13 +198,15 @@ impl Writer {
                 tracing::error!(path = %path.display(), %error, "queue append failed");
                 // Cut off what may have reached the file and continue in a fresh segment,
                 // so that offsets stay exact even if the cut fails.
-                let _ = self.file.set_len(self.size);
+                if let Err(error) = self.file.set_len(self.size) {
+                    tracing::warn!(path = %path.display(), %error, "failed append not cut off");
+                }
                 self.needs_roll = true;
                 let reserved: u64 = pending.iter().map(|p| p.reserved).sum();
                 self.release(reserved);
                 for p in pending.drain(..) {
                     let copy = io::Error::new(error.kind(), error.to_string());
-                    let _ = p.reply.send(Err(io_error(&path, copy)));
+                    answer(p.reply, Err(io_error(&path, copy)));
                 }
             }
         }
@@ -205,7 +220,10 @@ impl Writer {
             let mut state = self.lock();
             let state = &mut *state;
             state.next_seq = self.next_seq;
-            let segment = state.segments.get_mut(&self.active).expect("active segment is live");
+            let segment = state
+                .segments
+                .get_mut(&self.active)
+                .expect("active segment is live");
             segment.size += bytes;
             // The reservation made by `append` is exactly the framed size: `used` already
             // counts these bytes.
@@ -225,7 +243,7 @@ impl Writer {
             n.notify_waiters();
         }
         for (reply, seqs) in replies {
-            let _ = reply.send(Ok(seqs));
+            answer(reply, Ok(seqs));
         }
     }
 
@@ -255,8 +273,15 @@ impl Writer {
             if state.dirty || force {
                 state.dirty = false;
                 let next = state.next_seq;
-                let lows = state.dests.iter().map(|(d, c)| (d.clone(), c.low(next))).collect();
-                Some(Progress { next_seq: next, acked_below: lows })
+                let lows = state
+                    .dests
+                    .iter()
+                    .map(|(d, c)| (d.clone(), c.low(next)))
+                    .collect();
+                Some(Progress {
+                    next_seq: next,
+                    acked_below: lows,
+                })
             } else {
                 None
             }
@@ -284,7 +309,10 @@ impl Writer {
                 .filter(|(id, meta)| **id != self.active && meta.is_done(low))
                 .map(|(id, _)| *id)
                 .collect();
-            let doomed: Vec<_> = ids.iter().filter_map(|id| state.segments.remove(id)).collect();
+            let doomed: Vec<_> = ids
+                .iter()
+                .filter_map(|id| state.segments.remove(id))
+                .collect();
             state.used -= doomed.iter().map(|m| m.size).sum::<u64>();
             doomed
         };
@@ -299,6 +327,13 @@ impl Writer {
         }
         self.shared.space.notify_waiters();
         sync_dir(&self.shared.segments_dir)
+    }
+}
+
+/// Answers a caller that may have stopped waiting (its future was dropped).
+fn answer<T>(reply: oneshot::Sender<T>, value: T) {
+    if reply.send(value).is_err() {
+        tracing::trace!("queue caller went away before the answer");
     }
 }
 
