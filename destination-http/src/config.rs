@@ -1,0 +1,620 @@
+//! The webhook destination's configuration: what a user writes under a destination of type
+//! `http`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use destination_core::{Secret, duration};
+use serde::{Deserialize, Deserializer, de};
+
+use crate::error::redact_url_str;
+
+/// The per-attempt timeout used when `timeout` is not set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Requests in flight at once per destination when `max_in_flight` is not set.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+
+/// The header that carries the idempotency key when `idempotency_header` is not set.
+pub const DEFAULT_IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// The configuration of an [`HttpDestination`](crate::HttpDestination).
+///
+/// Only `url` is required. The runtime owns the keys `type`, `batch`, `retry` and
+/// `concurrency` of a destination's table, so none of them appears here.
+///
+/// `Debug` shows the URL without credentials, query or path, header and parameter names
+/// without their values, and no secret.
+///
+/// # Examples
+///
+/// ```
+/// use destination_http::{BodyMode, HttpConfig, Method};
+///
+/// # fn main() -> Result<(), serde_json::Error> {
+/// let config: HttpConfig = serde_json::from_value(serde_json::json!({
+///     "url": "https://hooks.example.com/events",
+///     "method": "put",
+///     "body": "ndjson",
+///     "headers": {"X-Source": "destinations"},
+///     "auth": {"token": "s3cr3t"},
+///     "timeout": "5s",
+/// }))?;
+/// assert_eq!(config.method, Method::Put);
+/// assert_eq!(config.body, BodyMode::Ndjson);
+/// assert!(!format!("{config:?}").contains("s3cr3t"));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// The endpoint, an `http://` or `https://` URL. Credentials in it are sent as basic
+    /// auth. Logs and errors show only its scheme, host and port, because webhook URLs often
+    /// carry a secret in their path or query.
+    pub url: String,
+    /// The request method, any of the nine HTTP verbs, in any case (default `POST`).
+    #[serde(default)]
+    pub method: Method,
+    /// Headers added to every request. Values are never logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameters added to every request's URL. Values are never logged.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Credentials: `{username, password}` for basic auth or `{token}` for a bearer token.
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// How long one attempt may take, from connecting to reading the response (default
+    /// 10 s). Written as `"250ms"`, `"30s"` or a number of seconds.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Whether events may change the request through their attributes `url`, `method`,
+    /// `headers`, `params` and `auth` (default `false`: such attributes are ignored).
+    #[serde(default)]
+    pub allow_override: bool,
+    /// How events become request bodies (default `single`: one request per event).
+    #[serde(default)]
+    pub body: BodyMode,
+    /// The response statuses worth retrying, as codes (`503`) or classes (`"5xx"`); default
+    /// `[408, 429, "5xx"]`. Any other non-2xx status rejects the events for good.
+    #[serde(default = "default_retry_statuses")]
+    pub retry_statuses: Vec<StatusPattern>,
+    /// Standard Webhooks signing secrets, each `whsec_` followed by base64. Every request is
+    /// signed with each of them, so a receiver can rotate its secret without downtime.
+    #[serde(default)]
+    pub signing_secrets: Vec<Secret>,
+    /// The header that carries the idempotency key, stable across retries: the event id in
+    /// `single` mode, [`Batch::key`](destination_core::Batch::key) otherwise (default
+    /// `Idempotency-Key`; an empty string sends none).
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+    /// Whether link-local (169.254.0.0/16, fe80::/10) and cloud metadata addresses may be
+    /// contacted (default `false`). The check applies to the resolved addresses, not just
+    /// to the host name.
+    #[serde(default)]
+    pub allow_link_local: bool,
+    /// Requests this destination has in flight at once at most, over all batches
+    /// (default 8).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Fixed addresses for host names, used instead of DNS (as curl's `--resolve`), for
+    /// example `{"hooks.internal": ["10.0.0.7"]}`. The address checks still apply.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, Vec<IpAddr>>,
+    /// Accept any TLS certificate, even an expired or self-signed one (default `false`).
+    /// Only for testing against endpoints you control.
+    #[serde(default)]
+    pub danger_accept_invalid_certs: bool,
+    /// Stop sending for a while after repeated failures, then probe with one request
+    /// (default: off).
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+}
+
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+
+fn default_retry_statuses() -> Vec<StatusPattern> {
+    vec![
+        StatusPattern::Code(408),
+        StatusPattern::Code(429),
+        StatusPattern::Class(5),
+    ]
+}
+
+fn default_idempotency_header() -> String {
+    DEFAULT_IDEMPOTENCY_HEADER.to_owned()
+}
+
+fn default_max_in_flight() -> usize {
+    DEFAULT_MAX_IN_FLIGHT
+}
+
+impl HttpConfig {
+    /// A configuration that posts each event to `url`, with every other setting at its
+    /// default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            method: Method::default(),
+            headers: BTreeMap::new(),
+            params: BTreeMap::new(),
+            auth: None,
+            timeout: DEFAULT_TIMEOUT,
+            allow_override: false,
+            body: BodyMode::default(),
+            retry_statuses: default_retry_statuses(),
+            signing_secrets: Vec::new(),
+            idempotency_header: default_idempotency_header(),
+            allow_link_local: false,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            resolve: BTreeMap::new(),
+            danger_accept_invalid_certs: false,
+            circuit_breaker: None,
+        }
+    }
+
+    /// Sets the request method.
+    pub fn with_method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Adds a header sent with every request.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds a query parameter sent with every request.
+    pub fn with_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the credentials.
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets how events become request bodies.
+    pub fn with_body(mut self, body: BodyMode) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// Lets events override the request through their attributes.
+    pub fn with_allow_override(mut self, allow: bool) -> Self {
+        self.allow_override = allow;
+        self
+    }
+
+    /// Adds a Standard Webhooks signing secret (`whsec_...`).
+    pub fn with_signing_secret(mut self, secret: impl Into<Secret>) -> Self {
+        self.signing_secrets.push(secret.into());
+        self
+    }
+
+    /// Sets the retryable statuses.
+    pub fn with_retry_statuses(mut self, statuses: Vec<StatusPattern>) -> Self {
+        self.retry_statuses = statuses;
+        self
+    }
+
+    /// Sets the idempotency header's name; an empty name sends none.
+    pub fn with_idempotency_header(mut self, name: impl Into<String>) -> Self {
+        self.idempotency_header = name.into();
+        self
+    }
+
+    /// Sets how many requests may be in flight at once.
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
+    /// Pins `host` to fixed addresses instead of resolving it.
+    pub fn with_resolve(mut self, host: impl Into<String>, addrs: Vec<IpAddr>) -> Self {
+        self.resolve.insert(host.into(), addrs);
+        self
+    }
+
+    /// Allows or refuses link-local and cloud metadata addresses.
+    pub fn with_allow_link_local(mut self, allow: bool) -> Self {
+        self.allow_link_local = allow;
+        self
+    }
+
+    /// Enables the circuit breaker.
+    pub fn with_circuit_breaker(mut self, breaker: CircuitBreakerConfig) -> Self {
+        self.circuit_breaker = Some(breaker);
+        self
+    }
+}
+
+impl fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("url", &redact_url_str(&self.url))
+            .field("method", &self.method)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("params", &self.params.keys().collect::<Vec<_>>())
+            .field("auth", &self.auth)
+            .field("timeout", &self.timeout)
+            .field("allow_override", &self.allow_override)
+            .field("body", &self.body)
+            .field("retry_statuses", &self.retry_statuses)
+            .field("signing_secrets", &self.signing_secrets.len())
+            .field("idempotency_header", &self.idempotency_header)
+            .field("allow_link_local", &self.allow_link_local)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("resolve", &self.resolve)
+            .field(
+                "danger_accept_invalid_certs",
+                &self.danger_accept_invalid_certs,
+            )
+            .field("circuit_breaker", &self.circuit_breaker)
+            .finish()
+    }
+}
+
+/// How events become request bodies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyMode {
+    /// One request per event, its payload as a JSON body. Several events of one batch are
+    /// sent concurrently, up to `max_in_flight`.
+    #[default]
+    Single,
+    /// One request per batch, a JSON array of the payloads.
+    JsonArray,
+    /// One request per batch, one payload per line (`application/x-ndjson`).
+    Ndjson,
+}
+
+/// Credentials sent with each request. `Debug` never shows the secret part.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Auth {
+    /// HTTP basic auth: `{username, password}`.
+    Basic(BasicAuth),
+    /// A bearer token: `{token}`.
+    Bearer(BearerAuth),
+}
+
+/// HTTP basic auth credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// The user name.
+    pub username: String,
+    /// The password (may be empty).
+    #[serde(default = "empty_secret")]
+    pub password: Secret,
+}
+
+fn empty_secret() -> Secret {
+    Secret::new("")
+}
+
+/// A bearer token, sent as `Authorization: Bearer <token>`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerAuth {
+    /// The token.
+    pub token: Secret,
+}
+
+impl Auth {
+    /// Basic auth with `username` and `password`.
+    pub fn basic(username: impl Into<String>, password: impl Into<Secret>) -> Self {
+        Self::Basic(BasicAuth {
+            username: username.into(),
+            password: password.into(),
+        })
+    }
+
+    /// A bearer token.
+    pub fn bearer(token: impl Into<Secret>) -> Self {
+        Self::Bearer(BearerAuth {
+            token: token.into(),
+        })
+    }
+}
+
+/// One of the nine HTTP request methods.
+///
+/// Parsed case-insensitively. `HEAD`, `TRACE` and `CONNECT` requests carry no body; the
+/// others carry the payload unless it is `null`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Method {
+    Get,
+    Head,
+    #[default]
+    Post,
+    Put,
+    Delete,
+    Connect,
+    Options,
+    Trace,
+    Patch,
+}
+
+impl Method {
+    /// Every method, in the order RFC 9110 lists them (PATCH last).
+    pub const ALL: [Self; 9] = [
+        Self::Get,
+        Self::Head,
+        Self::Post,
+        Self::Put,
+        Self::Delete,
+        Self::Connect,
+        Self::Options,
+        Self::Trace,
+        Self::Patch,
+    ];
+
+    /// The method's name in upper case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Head => "HEAD",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+            Self::Options => "OPTIONS",
+            Self::Trace => "TRACE",
+            Self::Patch => "PATCH",
+        }
+    }
+
+    /// Whether requests with this method may carry a body.
+    pub fn allows_body(self) -> bool {
+        !matches!(self, Self::Head | Self::Trace | Self::Connect)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing a [`Method`] from a string.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown http method {0:?}")]
+pub struct UnknownMethod(String);
+
+impl FromStr for Method {
+    type Err = UnknownMethod;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownMethod(s.chars().take(16).collect()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A response status, or a class of them, that is worth retrying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusPattern {
+    /// One status code, such as `503`.
+    Code(u16),
+    /// Every status of a class, such as `5` for `"5xx"`.
+    Class(u8),
+}
+
+impl StatusPattern {
+    /// Whether `status` matches.
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            Self::Code(code) => code == status,
+            Self::Class(class) => status / 100 == u16::from(class),
+        }
+    }
+}
+
+impl fmt::Display for StatusPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Code(code) => write!(f, "{code}"),
+            Self::Class(class) => write!(f, "{class}xx"),
+        }
+    }
+}
+
+/// The error of parsing a [`StatusPattern`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid retry status {0:?}; write a code from 300 to 599 or a class such as \"5xx\"")]
+pub struct InvalidStatusPattern(String);
+
+impl FromStr for StatusPattern {
+    type Err = InvalidStatusPattern;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidStatusPattern(s.chars().take(16).collect());
+        let text = s.trim();
+        if let Some(class) = text.strip_suffix("xx").or_else(|| text.strip_suffix("XX")) {
+            return match class.parse::<u8>() {
+                Ok(class @ 3..=5) => Ok(Self::Class(class)),
+                _ => Err(invalid()),
+            };
+        }
+        match text.parse::<u16>() {
+            Ok(code @ 300..=599) => Ok(Self::Code(code)),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusPattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Code(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(deserializer)? {
+            Raw::Code(code) => code.to_string(),
+            Raw::Text(text) => text,
+        };
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// When the circuit breaker opens and for how long.
+///
+/// After `failures` retryable failures in a row (connection errors, timeouts, retryable
+/// statuses), the destination stops sending for `open_for`: deliveries fail at once as
+/// rate limited, so the runtime pauses the whole destination. Then one request is let
+/// through as a probe; its success closes the circuit, its failure opens it again.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Retryable failures in a row that open the circuit (default 5).
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// How long the circuit stays open before a probe (default 30 s).
+    #[serde(default = "default_breaker_open_for", with = "duration")]
+    pub open_for: Duration,
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+
+fn default_breaker_open_for() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: default_breaker_failures(),
+            open_for: default_breaker_open_for(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults() {
+        let config: HttpConfig = serde_json::from_value(json!({"url": "http://x/"})).unwrap();
+        assert_eq!(config.method, Method::Post);
+        assert_eq!(config.body, BodyMode::Single);
+        assert_eq!(config.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(config.idempotency_header, "Idempotency-Key");
+        assert!(!config.allow_override && !config.allow_link_local);
+        let retry = |s| config.retry_statuses.iter().any(|p| p.matches(s));
+        assert!(retry(408) && retry(429) && retry(500) && retry(599));
+        assert!(!retry(404) && !retry(400) && !retry(200));
+    }
+
+    #[test]
+    fn rejects_runtime_keys_and_unknown_fields() {
+        for key in ["type", "batch", "retry", "concurrency", "urll"] {
+            let value = json!({"url": "http://x/", key: 1});
+            assert!(
+                serde_json::from_value::<HttpConfig>(value).is_err(),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_methods_auth_and_statuses() {
+        let config: HttpConfig = serde_json::from_value(json!({
+            "url": "http://x/",
+            "method": "pAtCh",
+            "auth": {"username": "u", "password": "p"},
+            "retry_statuses": [503, "4xx", "418"],
+            "timeout": "250ms",
+        }))
+        .unwrap();
+        assert_eq!(config.method, Method::Patch);
+        assert_eq!(config.auth, Some(Auth::basic("u", "p")));
+        assert_eq!(
+            config.retry_statuses,
+            [
+                StatusPattern::Code(503),
+                StatusPattern::Class(4),
+                StatusPattern::Code(418)
+            ]
+        );
+        assert_eq!(config.timeout, Duration::from_millis(250));
+
+        let bearer: Auth = serde_json::from_value(json!({"token": "t"})).unwrap();
+        assert_eq!(bearer, Auth::bearer("t"));
+        assert!(serde_json::from_value::<Auth>(json!({"token": "t", "x": 1})).is_err());
+        assert!(serde_json::from_value::<Method>(json!("FETCH")).is_err());
+        for bad in [
+            json!(200),
+            json!("2xx"),
+            json!("6xx"),
+            json!(99),
+            json!("abc"),
+        ] {
+            assert!(
+                serde_json::from_value::<StatusPattern>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_method_round_trips() {
+        for method in Method::ALL {
+            assert_eq!(method.as_str().to_lowercase().parse::<Method>(), Ok(method));
+        }
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let config = HttpConfig::new("https://user:pw@hooks.example.com/T0/B0/XyZsecret?k=qs")
+            .with_header("X-Api-Key", "hdr-secret")
+            .with_param("token", "param-secret")
+            .with_auth(Auth::bearer("bearer-secret"))
+            .with_signing_secret("whsec_c2lnbmluZy1zZWNyZXQ=");
+        let text = format!("{config:?}");
+        for secret in [
+            "pw",
+            "XyZsecret",
+            "qs",
+            "hdr-secret",
+            "param-secret",
+            "bearer-secret",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(!text.contains("c2lnbmluZy1zZWNyZXQ"));
+        assert!(text.contains("hooks.example.com") && text.contains("X-Api-Key"));
+    }
+}

@@ -1,0 +1,583 @@
+//! The [`Destination`] implementation: plan requests, send them, classify the outcome.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use destination_core::{Batch, BatchConfig, DeliveryError, Destination, ErrorKind, Event, EventId};
+use futures::future::join_all;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug, warn};
+use url::Host;
+
+use crate::breaker::Breaker;
+use crate::client::{self, Exchange, GuardedResolver, find_refusal};
+use crate::config::{BodyMode, HttpConfig, StatusPattern};
+use crate::error::{HttpError, redact_url, truncate};
+use crate::response::{DEFAULT_LOG_CAPACITY, ResponseHook, ResponseLog, ResponseRecord};
+use crate::retry::{StatusClass, classify};
+use crate::signing::{self, Signer};
+use crate::target::{Target, Targets};
+
+/// How many bytes of a response body an error message quotes at most.
+const ERROR_BODY_LIMIT: usize = 256;
+
+/// Delivers events to a webhook: one request per event, or one per batch with a JSON array
+/// or NDJSON body.
+///
+/// # Delivery
+///
+/// - In `single` mode, each event of a batch is its own request; they are sent
+///   concurrently, at most `max_in_flight` at once over the whole destination. If some
+///   fail for good while the others succeed, the error names only the failed events (see
+///   [`DeliveryError::rejected`]); if any fails retryably, the whole batch is retried, and
+///   the idempotency header makes resending the others safe.
+/// - In the batched modes, events whose overrides differ go in separate requests (the
+///   destination's [`partition_key`](Destination::partition_key) keeps them apart when it
+///   can).
+/// - The idempotency header carries the event id (`single`) or the first and last event
+///   ids (batched); the Standard Webhooks `webhook-id` carries the same value. Both stay
+///   the same across retries; `webhook-timestamp` and the signatures are made afresh for
+///   every attempt.
+///
+/// # Errors
+///
+/// Connection errors, timeouts, a response cut off and the `retry_statuses` are retryable;
+/// 429, and a retryable status with a `Retry-After`, are rate limited. Redirects (not
+/// followed) and other 4xx are permanent, with the status and the start of the body in the
+/// message. 401 and 407, and a refused address, are configuration errors unless the
+/// event's overrides caused them.
+///
+/// # Responses
+///
+/// The last response of each event (status, latency, start of the body) is kept in a
+/// bounded [`ResponseLog`] ([`last_response`](Self::last_response)), and handed to a hook
+/// if one is set ([`with_response_hook`](Self::with_response_hook)).
+pub struct HttpDestination {
+    name: String,
+    body: BodyMode,
+    timeout: Duration,
+    targets: Targets,
+    client: reqwest::Client,
+    resolver: GuardedResolver,
+    signer: Signer,
+    idempotency_header: Option<HeaderName>,
+    retry_statuses: Vec<StatusPattern>,
+    limit: Semaphore,
+    breaker: Option<Breaker>,
+    responses: ResponseLog,
+    hook: Option<ResponseHook>,
+}
+
+/// Events that go in one request.
+struct Planned<'a> {
+    events: Vec<&'a Event>,
+    target: Result<Target, String>,
+}
+
+impl HttpDestination {
+    /// Validates `config` and builds the destination; nothing is sent or resolved yet.
+    ///
+    /// # Errors
+    ///
+    /// An [`HttpError`] naming the invalid setting: a bad URL or scheme, a refused address
+    /// written in the URL, an invalid header, a malformed signing secret, a zero timeout or
+    /// limit, a batched body with a method that carries none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use destination_core::Destination;
+    /// use destination_http::{HttpConfig, HttpDestination};
+    ///
+    /// # fn main() -> Result<(), destination_http::HttpError> {
+    /// let config = HttpConfig::new("https://hooks.example.com/in").with_header("X-Team", "ops");
+    /// let dest = HttpDestination::new("ops-hook", config)?;
+    /// assert_eq!(dest.name(), "ops-hook");
+    /// assert_eq!(dest.default_batch().max_events, 1);
+    ///
+    /// let refused = HttpDestination::new("bad", HttpConfig::new("http://169.254.169.254/"));
+    /// assert!(refused.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new(name: impl Into<String>, config: HttpConfig) -> Result<Self, HttpError> {
+        validate(&config)?;
+        let idempotency_header = match config.idempotency_header.trim() {
+            "" => None,
+            name => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                HttpError::InvalidHeader {
+                    name: name.chars().take(64).collect(),
+                }
+            })?),
+        };
+        Ok(Self {
+            name: name.into(),
+            body: config.body,
+            timeout: config.timeout,
+            targets: Targets::new(&config)?,
+            client: client::build_client(&config)?,
+            resolver: GuardedResolver::new(&config),
+            signer: Signer::new(&config.signing_secrets)?,
+            idempotency_header,
+            retry_statuses: config.retry_statuses.clone(),
+            limit: Semaphore::new(config.max_in_flight),
+            breaker: config.circuit_breaker.clone().map(Breaker::new),
+            responses: ResponseLog::new(DEFAULT_LOG_CAPACITY),
+            hook: None,
+        })
+    }
+
+    /// Calls `hook` with every new [`ResponseRecord`], inside `deliver`.
+    pub fn with_response_hook(
+        mut self,
+        hook: impl Fn(&ResponseRecord) + Send + Sync + 'static,
+    ) -> Self {
+        self.hook = Some(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// Keeps at most `capacity` response records (default 4096).
+    pub fn with_response_log_capacity(mut self, capacity: usize) -> Self {
+        self.responses = ResponseLog::new(capacity);
+        self
+    }
+
+    /// The last response of recent events.
+    pub fn responses(&self) -> &ResponseLog {
+        &self.responses
+    }
+
+    /// The last response to a request that carried `id`, if still kept.
+    pub fn last_response(&self, id: &EventId) -> Option<ResponseRecord> {
+        self.responses.get(id)
+    }
+
+    /// Groups the batch's events into requests.
+    fn plan<'a>(&self, batch: &'a Batch) -> Vec<Planned<'a>> {
+        let mut planned: Vec<Planned<'a>> = Vec::new();
+        for event in batch.events() {
+            let target = self.targets.for_event(event);
+            if self.body != BodyMode::Single
+                && let Ok(t) = &target
+                && let Some(group) = planned.iter_mut().find(|p| p.target.as_ref() == Ok(t))
+            {
+                group.events.push(event);
+                continue;
+            }
+            planned.push(Planned {
+                events: vec![event],
+                target,
+            });
+        }
+        planned
+    }
+
+    /// The request body, or the reason the events cannot be sent.
+    fn body(&self, target: &Target, events: &[&Event]) -> Result<Option<Vec<u8>>, String> {
+        let payloads = events.iter().map(|e| &e.payload);
+        fn to_vec<T: serde::Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, String> {
+            serde_json::to_vec(v).map_err(|e| format!("payload not encodable: {e}"))
+        }
+        match self.body {
+            BodyMode::Single => match events.first() {
+                Some(e) if target.method.allows_body() && !e.payload.is_null() => {
+                    to_vec(&e.payload).map(Some)
+                }
+                _ => Ok(None),
+            },
+            _ if !target.method.allows_body() => Err(format!(
+                "method {} carries no body, which batched bodies need",
+                target.method
+            )),
+            BodyMode::JsonArray => to_vec(&payloads.collect::<Vec<_>>()).map(Some),
+            BodyMode::Ndjson => {
+                let mut body = Vec::new();
+                for payload in payloads {
+                    body.extend(to_vec(payload)?);
+                    body.push(b'\n');
+                }
+                Ok(Some(body))
+            }
+        }
+    }
+
+    fn request(
+        &self,
+        target: &Target,
+        body: Option<Vec<u8>>,
+        key: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut headers = target.headers.clone();
+        let key_value = HeaderValue::from_str(key).expect("event ids are ascii");
+        if body.is_some() && !headers.contains_key(CONTENT_TYPE) {
+            let content_type = match self.body {
+                BodyMode::Ndjson => "application/x-ndjson",
+                _ => "application/json",
+            };
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        if let Some(name) = &self.idempotency_header {
+            headers.insert(name.clone(), key_value.clone());
+        }
+        if !self.signer.is_empty() {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let signature = self
+                .signer
+                .sign(key, now.as_secs(), body.as_deref().unwrap_or(b""));
+            headers.insert(signing::ID_HEADER, key_value);
+            headers.insert(signing::TIMESTAMP_HEADER, HeaderValue::from(now.as_secs()));
+            headers.insert(
+                signing::SIGNATURE_HEADER,
+                HeaderValue::from_str(&signature).expect("base64 is a valid header value"),
+            );
+        }
+        let method = reqwest::Method::from_bytes(target.method.as_str().as_bytes())
+            .expect("the nine methods are valid");
+        let request = self
+            .client
+            .request(method, target.url.clone())
+            .headers(headers)
+            .timeout(self.timeout);
+        match body {
+            Some(body) => request.body(body),
+            None => request,
+        }
+    }
+
+    /// Sends one planned request and classifies its outcome.
+    async fn send(&self, planned: Planned<'_>) -> (Vec<EventId>, Result<(), DeliveryError>) {
+        let ids: Vec<EventId> = planned.events.iter().map(|e| e.id).collect();
+        let key = match (planned.events.first(), planned.events.last()) {
+            (Some(first), Some(last)) if ids.len() > 1 => format!("{}-{}", first.id, last.id),
+            (Some(first), _) => first.id.to_string(),
+            _ => return (ids, Ok(())),
+        };
+        let prepared = planned.target.and_then(|target| {
+            let body = self.body(&target, &planned.events)?;
+            Ok((target, body))
+        });
+        let (target, body) = match prepared {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                let err = DeliveryError::permanent(format!("event rejected: {reason}"));
+                self.record(&ids, None, Duration::ZERO, String::new(), Some(err.chain()));
+                return (ids, Err(err));
+            }
+        };
+
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let pass = match self.breaker.as_ref().map(Breaker::admit) {
+            Some(Err(wait)) => {
+                let err = DeliveryError::rate_limited(
+                    "circuit breaker open after repeated failures; waiting before a probe",
+                    Some(wait),
+                );
+                self.record(&ids, None, Duration::ZERO, String::new(), Some(err.chain()));
+                return (ids, Err(err));
+            }
+            Some(Ok(pass)) => Some(pass),
+            None => None,
+        };
+
+        let exchange = client::exchange(self.request(&target, body, &key)).await;
+        let (status, latency) = (exchange.status, exchange.latency);
+        let (outcome, body) = self.judge(&target, exchange);
+        let retryable = matches!(&outcome, Err(e) if e.is_retryable());
+        if let Some(change) = pass.and_then(|p| p.finish(!retryable)) {
+            warn!(destination = %self.name, change, "circuit breaker");
+        }
+        match &outcome {
+            Ok(()) => debug!(
+                destination = %self.name,
+                status,
+                latency_ms = latency.as_millis() as u64,
+                events = ids.len(),
+                "request delivered"
+            ),
+            Err(e) => debug!(
+                destination = %self.name,
+                status,
+                latency_ms = latency.as_millis() as u64,
+                events = ids.len(),
+                retryable,
+                error = %e.chain(),
+                "request failed"
+            ),
+        }
+        let error = outcome.as_ref().err().map(DeliveryError::chain);
+        self.record(&ids, status, latency, body, error);
+        (ids, outcome)
+    }
+
+    /// Classifies an exchange; also gives back the body for the record.
+    fn judge(&self, target: &Target, exchange: Exchange) -> (Result<(), DeliveryError>, String) {
+        let origin = redact_url(&target.url);
+        let Exchange {
+            status,
+            retry_after,
+            body,
+            error,
+            ..
+        } = exchange;
+        let Some(status) = status else {
+            let err = error.expect("an exchange without a status has an error");
+            return (Err(self.transport_error(target, &origin, err)), body);
+        };
+        let reason = reqwest::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("unknown")
+            .to_ascii_lowercase();
+        let snippet = truncate(body.trim(), ERROR_BODY_LIMIT);
+        let answered = format!("endpoint {origin} answered {status} ({reason})");
+        let now = SystemTime::now();
+        let outcome = match classify(status, retry_after.as_deref(), &self.retry_statuses, now) {
+            StatusClass::Success => match error {
+                None => Ok(()),
+                // NOTE: a 2xx head followed by a broken body may come from a proxy that
+                // answered before the upstream failed, so it is not taken as delivery.
+                Some(e) => Err(DeliveryError::retryable(format!(
+                    "{answered} but the response was cut off"
+                ))
+                .with_source(e)),
+            },
+            StatusClass::Retry => Err(DeliveryError::retryable(format!("{answered}: {snippet}"))),
+            StatusClass::RateLimited(delay) => Err(DeliveryError::rate_limited(
+                format!("{answered}: {snippet}"),
+                delay,
+            )),
+            StatusClass::Redirect => Err(DeliveryError::permanent(format!(
+                "{answered}; redirects are not followed, set url to the final address"
+            ))),
+            StatusClass::Unauthorized if !target.overridden => Err(DeliveryError::config(format!(
+                "{answered}; check the auth and headers settings: {snippet}"
+            ))),
+            StatusClass::Unauthorized | StatusClass::Rejected => {
+                Err(DeliveryError::permanent(format!("{answered}: {snippet}")))
+            }
+        };
+        (outcome, body)
+    }
+
+    fn transport_error(&self, target: &Target, origin: &str, err: reqwest::Error) -> DeliveryError {
+        if let Some(refused) = find_refusal(&err) {
+            let message =
+                format!("refused target {origin}: {refused}; set allow_link_local to allow it");
+            return match target.overridden {
+                true => DeliveryError::permanent(message),
+                false => DeliveryError::config(message),
+            };
+        }
+        let message = if err.is_timeout() {
+            format!(
+                "request to {origin} timed out after {:?}; raise timeout if the endpoint is slow",
+                self.timeout
+            )
+        } else if err.is_connect() {
+            format!("could not connect to {origin}")
+        } else if err.is_builder() {
+            return DeliveryError::permanent(format!("could not build the request to {origin}"))
+                .with_source(err);
+        } else {
+            // Includes a kept-alive connection that the server closed as it was reused.
+            format!("connection to {origin} failed before a complete response")
+        };
+        DeliveryError::retryable(message).with_source(err)
+    }
+
+    fn record(
+        &self,
+        ids: &[EventId],
+        status: Option<u16>,
+        latency: Duration,
+        body: String,
+        error: Option<String>,
+    ) {
+        let at = SystemTime::now();
+        for id in ids {
+            let record = ResponseRecord {
+                event_id: *id,
+                status,
+                latency,
+                body: body.clone(),
+                error: error.clone(),
+                at,
+            };
+            if let Some(hook) = &self.hook {
+                hook(&record);
+            }
+            self.responses.insert(record);
+        }
+    }
+}
+
+fn validate(config: &HttpConfig) -> Result<(), HttpError> {
+    let invalid = |key, reason: &str| {
+        Err(HttpError::InvalidSetting {
+            key,
+            reason: reason.to_owned(),
+        })
+    };
+    if config.timeout.is_zero() {
+        return invalid("timeout", "must be more than zero");
+    }
+    if config.max_in_flight == 0 {
+        return invalid("max_in_flight", "must be at least 1");
+    }
+    if config.body != BodyMode::Single && !config.method.allows_body() {
+        return invalid(
+            "body",
+            "json_array and ndjson need a method that carries a body",
+        );
+    }
+    let valid_pattern = |p: &StatusPattern| match *p {
+        StatusPattern::Code(code) => (300..600).contains(&code),
+        StatusPattern::Class(class) => (3..=5).contains(&class),
+    };
+    if !config.retry_statuses.iter().all(valid_pattern) {
+        return invalid(
+            "retry_statuses",
+            "codes go from 300 to 599, classes from 3xx to 5xx",
+        );
+    }
+    if let Some(breaker) = &config.circuit_breaker
+        && (breaker.failures == 0 || breaker.open_for.is_zero())
+    {
+        return invalid(
+            "circuit_breaker",
+            "failures and open_for must be more than zero",
+        );
+    }
+    Ok(())
+}
+
+/// Merges per-request outcomes into the batch's outcome.
+fn combine(
+    total: usize,
+    outcomes: Vec<(Vec<EventId>, Result<(), DeliveryError>)>,
+) -> Result<(), DeliveryError> {
+    let mut failures: Vec<(Vec<EventId>, DeliveryError)> = outcomes
+        .into_iter()
+        .filter_map(|(ids, result)| result.err().map(|e| (ids, e)))
+        .collect();
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let failed: usize = failures.iter().map(|(ids, _)| ids.len()).sum();
+    debug!(failed, total, "some requests of the batch failed");
+
+    if failures.iter().any(|(_, e)| e.is_retryable()) {
+        // The whole batch is retried; the idempotency key makes resending the rest safe.
+        let longest = failures.iter().filter_map(|(_, e)| e.retry_after()).max();
+        let rate_limited = |e: &DeliveryError| matches!(e.kind(), ErrorKind::RateLimited { .. });
+        let pos = (failures.iter().position(|(_, e)| rate_limited(e)))
+            .or_else(|| failures.iter().position(|(_, e)| e.is_retryable()))
+            .expect("a retryable failure");
+        let (_, err) = failures.swap_remove(pos);
+        if rate_limited(&err) && err.retry_after() != longest {
+            return Err(DeliveryError::rate_limited(err.message(), longest));
+        }
+        return Err(err);
+    }
+
+    let rejected: Vec<EventId> = failures
+        .iter()
+        .flat_map(|(ids, _)| ids.iter().copied())
+        .collect();
+    let pos = (failures.iter())
+        .position(|(_, e)| e.kind() == &ErrorKind::Config)
+        .unwrap_or(0);
+    let (_, err) = failures.swap_remove(pos);
+    Err(if failed < total {
+        err.with_rejected(rejected)
+    } else {
+        err
+    })
+}
+
+#[async_trait]
+impl Destination for HttpDestination {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        let span = tracing::debug_span!(
+            "http_deliver",
+            destination = %self.name,
+            batch_id = %batch.key(),
+            events = batch.len(),
+            bytes = batch.bytes(),
+        );
+        async move {
+            let planned = self.plan(batch);
+            let outcomes = join_all(planned.into_iter().map(|p| self.send(p))).await;
+            combine(batch.len(), outcomes)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Resolves the configured host and checks its addresses; sends nothing.
+    async fn health_check(&self) -> Result<(), DeliveryError> {
+        let url = &self.targets.base().url;
+        let Some(Host::Domain(host)) = url.host() else {
+            return Ok(());
+        };
+        match self.resolver.lookup(host).await {
+            Ok(addrs) if !addrs.is_empty() => Ok(()),
+            Ok(_) => Err(DeliveryError::retryable(format!(
+                "{} resolves to no address",
+                redact_url(url)
+            ))),
+            Err(e) => match find_refusal(e.as_ref()) {
+                Some(refused) => Err(DeliveryError::config(format!(
+                    "refused target {}: {refused}; set allow_link_local to allow it",
+                    redact_url(url)
+                ))),
+                None => Err(DeliveryError::retryable(format!(
+                    "could not resolve {}",
+                    redact_url(url)
+                ))
+                .with_source(e)),
+            },
+        }
+    }
+
+    fn partition_key(&self, event: &Event) -> Option<String> {
+        match self.body {
+            BodyMode::Single => None,
+            _ => self.targets.partition_key(event),
+        }
+    }
+
+    fn default_batch(&self) -> BatchConfig {
+        match self.body {
+            BodyMode::Single => BatchConfig::unbatched(),
+            _ => BatchConfig::default(),
+        }
+    }
+}
+
+impl fmt::Debug for HttpDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpDestination")
+            .field("name", &self.name)
+            .field("target", self.targets.base())
+            .field("body", &self.body)
+            .field("timeout", &self.timeout)
+            .field("signer", &self.signer)
+            .field("max_in_flight", &self.limit.available_permits())
+            .field("breaker", &self.breaker.is_some())
+            .field("responses", &self.responses)
+            .finish_non_exhaustive()
+    }
+}
