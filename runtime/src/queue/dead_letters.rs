@@ -119,7 +119,8 @@ fn read_entries(path: &Path) -> Result<(Vec<Entry>, Option<u64>), QueueError> {
             Scanned::Record { offset, body } => match serde_json::from_slice(body) {
                 Ok(entry) => entries.push(entry),
                 Err(error) => {
-                    tracing::warn!(path = %path.display(), offset, %error, "dead letter unreadable; skipped")
+                    let path = path.display();
+                    tracing::warn!(%path, offset, %error, "dead letter unreadable; skipped");
                 }
             },
             Scanned::Damaged {

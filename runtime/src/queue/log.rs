@@ -1,13 +1,12 @@
 //! [`SegmentLog`]: the embedded, durable [`Queue`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::fs::{self, OpenOptions};
+use std::path::Path;
 use std::pin::pin;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use destination_core::Event;
@@ -16,65 +15,10 @@ use tokio::time::Instant;
 
 use super::cursor::{DestState, Progress, Slot, io_error};
 use super::record::{self, HEADER_LEN};
-use super::segment::{self, RecoveryReport, SegmentMeta};
+use super::segment::{self, RecoveryReport, SegmentMeta, read_events};
+use super::state::{Shared, State};
 use super::writer::{Command, Writer};
 use super::{FullPolicy, Queue, QueueConfig, QueueError, QueueStats, Record, Seq};
-
-/// Reads of adjacent entries closer than this are merged into one read.
-const MERGE_GAP: u64 = 64 << 10;
-
-/// State shared by callers and the writer thread.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    /// Woken when disk space is freed or the log closes.
-    pub(crate) space: Notify,
-    pub(crate) config: QueueConfig,
-    pub(crate) segments_dir: PathBuf,
-    pub(crate) progress_path: PathBuf,
-}
-
-/// The in-memory index, behind the mutex.
-#[derive(Debug, Default)]
-pub(crate) struct State {
-    pub(crate) dests: HashMap<String, DestState>,
-    pub(crate) segments: BTreeMap<u64, SegmentMeta>,
-    pub(crate) active: u64,
-    /// Bytes of live segments plus bytes reserved by appends in progress.
-    pub(crate) used: u64,
-    pub(crate) next_seq: Seq,
-    pub(crate) closed: bool,
-    /// Acks happened since progress was last persisted.
-    pub(crate) dirty: bool,
-    /// Appends waiting for space.
-    pub(crate) space_waiters: usize,
-}
-
-impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding the lock with the index half-updated.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Marks the log closed and wakes every waiter.
-    pub(crate) fn close(&self) {
-        let notifies: Vec<_> = {
-            let mut state = self.lock();
-            state.closed = true;
-            state
-                .dests
-                .values()
-                .map(|d| Arc::clone(&d.notify))
-                .collect()
-        };
-        for notify in notifies {
-            notify.notify_waiters();
-        }
-        self.space.notify_waiters();
-    }
-}
 
 /// The embedded durable queue: one append-only log shared by every destination, split into
 /// segment files, with per-destination cursors.
@@ -352,46 +296,6 @@ impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.0.lock().space_waiters -= 1;
     }
-}
-
-fn read_events(
-    plan: &[Slot],
-    files: &HashMap<u64, (Arc<File>, PathBuf)>,
-) -> Result<Vec<Event>, QueueError> {
-    let mut events = Vec::with_capacity(plan.len());
-    let mut i = 0;
-    while i < plan.len() {
-        let start = plan[i].offset;
-        let mut end = start + u64::from(plan[i].len);
-        let mut j = i + 1;
-        while let Some(next) = plan.get(j) {
-            let adjacent = next.segment == plan[i].segment
-                && next.offset >= end
-                && next.offset - end <= MERGE_GAP;
-            if !adjacent {
-                break;
-            }
-            end = next.offset + u64::from(next.len);
-            j += 1;
-        }
-        let (file, path) = &files[&plan[i].segment];
-        let mut buf = vec![0; (end - start) as usize];
-        file.read_exact_at(&mut buf, start)
-            .map_err(|e| io_error(path, e))?;
-        for slot in &plan[i..j] {
-            let at = (slot.offset - start) as usize;
-            let event = serde_json::from_slice(&buf[at..at + slot.len as usize]).map_err(|e| {
-                QueueError::Codec(format!(
-                    "event of seq {} in {}: {e}",
-                    slot.seq,
-                    path.display()
-                ))
-            })?;
-            events.push(event);
-        }
-        i = j;
-    }
-    Ok(events)
 }
 
 #[async_trait]

@@ -70,6 +70,7 @@ mod log;
 mod memory;
 mod record;
 mod segment;
+mod state;
 mod writer;
 
 #[cfg(test)]

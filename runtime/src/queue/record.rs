@@ -14,10 +14,11 @@
 //!
 //! ```text
 //! first seq u64 | entry count u32 | entries
-//! entry: name length u16 | name | sent_at (ns since epoch, clamped) i64 | event length u32 | event JSON
+//! entry: name length u16 | name | sent_at i64 | event length u32 | event JSON
 //! ```
 //!
-//! The n-th entry (from 0) has seq `first seq + n`.
+//! `sent_at` is in nanoseconds since the Unix epoch, clamped to the range of an i64. The
+//! n-th entry (from 0) has seq `first seq + n`.
 
 use destination_core::Event;
 

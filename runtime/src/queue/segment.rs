@@ -2,8 +2,11 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use destination_core::Event;
 
 use super::QueueError;
 use super::Seq;
@@ -227,4 +230,52 @@ pub(crate) fn keep_aside(path: &Path, offset: usize, bytes: &[u8]) -> Option<Pat
             None
         }
     }
+}
+
+/// Reads of adjacent entries closer than this are merged into one read.
+const MERGE_GAP: u64 = 64 << 10;
+
+/// Reads the events of `plan` (one destination's slots, in seq order).
+///
+/// # Errors
+///
+/// An I/O error, or [`QueueError::Codec`] when an event does not parse.
+pub(crate) fn read_events(
+    plan: &[Slot],
+    files: &HashMap<u64, (Arc<File>, PathBuf)>,
+) -> Result<Vec<Event>, QueueError> {
+    let mut events = Vec::with_capacity(plan.len());
+    let mut i = 0;
+    while i < plan.len() {
+        let start = plan[i].offset;
+        let mut end = start + u64::from(plan[i].len);
+        let mut j = i + 1;
+        while let Some(next) = plan.get(j) {
+            let adjacent = next.segment == plan[i].segment
+                && next.offset >= end
+                && next.offset - end <= MERGE_GAP;
+            if !adjacent {
+                break;
+            }
+            end = next.offset + u64::from(next.len);
+            j += 1;
+        }
+        let (file, path) = &files[&plan[i].segment];
+        let mut buf = vec![0; (end - start) as usize];
+        file.read_exact_at(&mut buf, start)
+            .map_err(|e| io_error(path, e))?;
+        for slot in &plan[i..j] {
+            let at = (slot.offset - start) as usize;
+            let event = serde_json::from_slice(&buf[at..at + slot.len as usize]).map_err(|e| {
+                QueueError::Codec(format!(
+                    "event of seq {} in {}: {e}",
+                    slot.seq,
+                    path.display()
+                ))
+            })?;
+            events.push(event);
+        }
+        i = j;
+    }
+    Ok(events)
 }

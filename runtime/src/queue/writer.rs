@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::cursor::{Progress, Slot, io_error, sync_dir};
-use super::log::{Shared, State};
 use super::record::{self, HEADER_LEN, SEQ_FIELD};
 use super::segment::{self, SegmentMeta};
+use super::state::{Shared, State};
 use super::{QueueError, Seq};
 
 /// How often acknowledged progress is persisted and finished segments removed.
@@ -77,9 +77,7 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
                     // The log was dropped without `close`: keep what progress there is.
-                    if let Err(error) = self.maintain(true) {
-                        tracing::warn!(error = %error_chain(&error), "queue progress not persisted");
-                    }
+                    self.maintain_or_warn(true);
                     return;
                 }
             };
@@ -120,9 +118,7 @@ impl Writer {
             }
             if last_persist.elapsed() >= PERSIST_EVERY {
                 last_persist = Instant::now();
-                if let Err(error) = self.maintain(false) {
-                    tracing::warn!(error = %error_chain(&error), "queue progress not persisted");
-                }
+                self.maintain_or_warn(false);
             }
         }
     }
@@ -263,6 +259,12 @@ impl Writer {
         state.segments.insert(id, SegmentMeta::new(path, 0));
         state.active = id;
         Ok(())
+    }
+
+    fn maintain_or_warn(&mut self, force: bool) {
+        if let Err(error) = self.maintain(force) {
+            tracing::warn!(error = %error_chain(&error), "queue progress not persisted");
+        }
     }
 
     /// Persists progress when it changed (or when `force`d), then removes finished
