@@ -285,15 +285,15 @@ impl ObjectSink {
 impl Drop for ObjectSink {
     fn drop(&mut self) {
         // A dropped delivery future (timeout, shutdown) must not leave a billed upload.
-        if let State::Upload(upload) = std::mem::replace(&mut self.state, State::Done) {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let path = self.path.clone();
-                handle.spawn(async move {
-                    if let Err(error) = upload.abort().await {
-                        tracing::warn!(%path, %error, "aborting a dropped multipart upload failed");
-                    }
-                });
-            }
+        if let State::Upload(upload) = std::mem::replace(&mut self.state, State::Done)
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let path = self.path.clone();
+            handle.spawn(async move {
+                if let Err(error) = upload.abort().await {
+                    tracing::warn!(%path, %error, "aborting a dropped multipart upload failed");
+                }
+            });
         }
     }
 }

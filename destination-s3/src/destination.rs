@@ -153,43 +153,34 @@ impl S3Destination {
         }
     }
 
-    async fn write(
-        &self,
-        path: Path,
-        events: &[&Event],
-        plan_encoder: Option<crate::encode::Encoder>,
-    ) -> Result<bool, S3Error> {
+    /// Writes one object and returns whether it went up as a multipart upload.
+    async fn write(&self, path: Path, events: &[&Event]) -> Result<bool, S3Error> {
         let mut sink = ObjectSink::new(self.store(), path, self.part_size);
-        let written = match (self.format, plan_encoder) {
-            (Format::Parquet, Some(encoder)) => {
-                format::write_parquet(
-                    events,
-                    &encoder,
-                    self.compression,
-                    self.part_size,
-                    &mut sink,
-                )
-                .await
+        let written = match self.format {
+            Format::Parquet => {
+                let encoder = self.plan.encoder(events);
+                let (compression, part_size) = (self.compression, self.part_size);
+                format::write_parquet(events, &encoder, compression, part_size, &mut sink).await
             }
-            _ => format::write_ndjson(events, self.compression, &mut sink).await,
+            Format::Ndjson => format::write_ndjson(events, self.compression, &mut sink).await,
         };
         let multipart = sink.is_multipart();
-        let result = match written {
+        match written {
             Ok(()) => sink
                 .finish()
                 .await
-                .map_err(|e| self.store_error("upload of an object", e)),
+                .map_err(|e| self.store_error("upload of an object", e))?,
             Err(err) => {
                 if let Err(error) = sink.abort().await {
                     tracing::warn!(%error, "aborting a failed multipart upload failed");
                 }
-                Err(match err {
+                return Err(match err {
                     WriteError::Encode(e) => e,
                     WriteError::Store(e) => self.store_error("upload of an object", e),
-                })
+                });
             }
-        };
-        result.map(|()| multipart)
+        }
+        Ok(multipart)
     }
 }
 
@@ -215,10 +206,9 @@ impl Destination for S3Destination {
         );
         async move {
             let started = Instant::now();
-            let (encoder, kept, refused) = self.plan.prepare(batch.events());
-            let encoder = (self.format == Format::Parquet).then_some(encoder);
+            let (kept, refused) = self.plan.select(batch.events());
             if !kept.is_empty() {
-                let multipart = self.write(path.clone(), &kept, encoder).await?;
+                let multipart = self.write(path.clone(), &kept).await?;
                 tracing::debug!(
                     %path,
                     rows = kept.len(),

@@ -35,10 +35,10 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     /// An encoder whose schema is inferred from every event of `events`.
-    pub(crate) fn infer(events: &[Event]) -> Self {
+    pub(crate) fn infer<E: Borrow<Event>>(events: &[E]) -> Self {
         let mut root = StructShape::default();
         let mut sources: Vec<Source> = Vec::new();
-        for event in events {
+        for event in events.iter().map(Borrow::borrow) {
             match &event.payload {
                 Value::Object(object) => {
                     for (key, value) in object {
@@ -255,7 +255,7 @@ pub(crate) fn ndjson_line(event: &Event, out: &mut Vec<u8>) {
         }
     }
     // Serialising a map with string keys into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &Value::Object(object));
+    serde_json::to_writer(&mut *out, &Value::Object(object)).ok();
     out.push(b'\n');
 }
 

@@ -113,10 +113,10 @@ fn classify_chain(err: &(dyn StdError + 'static)) -> Class {
         {
             return Class::Retryable;
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::PermissionDenied {
-                return Class::Config("permission denied");
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Class::Config("permission denied");
         }
         text.push_str(&e.to_string());
         text.push('\n');

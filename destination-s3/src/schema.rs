@@ -49,25 +49,28 @@ impl Plan {
         })
     }
 
-    /// The encoder for `events`, and the ids of events refused by a strict schema.
-    pub(crate) fn prepare<'a>(
-        &self,
-        events: &'a [Event],
-    ) -> (Encoder, Vec<&'a Event>, Vec<EventId>) {
+    /// Splits `events` into those to write and the ids of those a strict schema refuses.
+    pub(crate) fn select<'a>(&self, events: &'a [Event]) -> (Vec<&'a Event>, Vec<EventId>) {
         match self {
-            Self::Infer => (Encoder::infer(events), events.iter().collect(), Vec::new()),
             Self::Fixed {
-                encoder,
                 columns,
                 mode: SchemaMode::Strict,
+                ..
             } => {
                 let (kept, refused): (Vec<&Event>, Vec<&Event>) = events
                     .iter()
                     .partition(|e| payload_fits(columns, &e.payload));
-                let refused = refused.iter().map(|e| e.id).collect();
-                (encoder.clone(), kept, refused)
+                (kept, refused.iter().map(|e| e.id).collect())
             }
-            Self::Fixed { encoder, .. } => (encoder.clone(), events.iter().collect(), Vec::new()),
+            _ => (events.iter().collect(), Vec::new()),
+        }
+    }
+
+    /// The encoder for the events to write.
+    pub(crate) fn encoder(&self, events: &[&Event]) -> Encoder {
+        match self {
+            Self::Infer => Encoder::infer(events),
+            Self::Fixed { encoder, .. } => encoder.clone(),
         }
     }
 }
@@ -156,7 +159,9 @@ mod tests {
             Event::new(json!({"user": {"id": 1, "name": "x"}})),
             Event::new(json!({"tags": null})),
         ];
-        let (encoder, kept, refused) = plan("strict").prepare(&events);
+        let plan = plan("strict");
+        let (kept, refused) = plan.select(&events);
+        let encoder = plan.encoder(&kept);
         assert_eq!(kept.len(), 2);
         assert_eq!(refused, vec![events[1].id, events[2].id, events[3].id]);
         let names: Vec<String> = encoder
@@ -171,10 +176,10 @@ mod tests {
     #[test]
     fn relaxed_keeps_everything() {
         let events = vec![Event::new(json!({"n": "one", "extra": 1}))];
-        let (encoder, kept, refused) = plan("relaxed").prepare(&events);
+        let plan = plan("relaxed");
+        let (kept, refused) = plan.select(&events);
         assert_eq!((kept.len(), refused.len()), (1, 0));
-        let owned: Vec<Event> = kept.into_iter().cloned().collect();
-        let batch = encoder.encode(&owned).unwrap();
+        let batch = plan.encoder(&kept).encode(&kept).unwrap();
         assert_eq!(batch.num_columns(), 5);
         assert_eq!(batch.column(2).null_count(), 1);
     }
