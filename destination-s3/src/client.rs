@@ -297,3 +297,95 @@ impl Drop for ObjectSink {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "../tests/support/moto.rs"]
+mod moto;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use destination_core::testing::peer;
+
+    const VAR: &str = "DESTINATIONS_TEST_S3_ENDPOINT";
+
+    async fn sink_target(test: &str) -> Option<(String, String, Target)> {
+        let endpoint = peer(VAR, test)?;
+        let bucket = moto::unique_bucket(test);
+        moto::create_bucket(&endpoint, &bucket).await;
+        let config = S3Config::new(format!("s3://{bucket}"))
+            .with_endpoint(&endpoint, true)
+            .with_region("us-east-1")
+            .with_credentials("k", "s");
+        Some((endpoint, bucket, open(&config).unwrap()))
+    }
+
+    fn chunk(bytes: usize) -> Bytes {
+        Bytes::from(vec![b'x'; bytes])
+    }
+
+    #[tokio::test]
+    async fn a_dropped_upload_is_aborted() {
+        let Some((endpoint, bucket, target)) = sink_target("dropped").await else {
+            return;
+        };
+        let mut sink = ObjectSink::new(target.store, Path::from("k"), MIN_S3_PART_SIZE);
+        sink.write(chunk(MIN_S3_PART_SIZE + 1)).await.unwrap();
+        assert!(sink.is_multipart());
+        assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
+        drop(sink);
+        let mut open = 1;
+        for _ in 0..50 {
+            open = moto::open_uploads(&endpoint, &bucket).await;
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(open, 0, "the dropped upload is still open");
+    }
+
+    #[tokio::test]
+    async fn a_failed_completion_leaves_no_upload_and_no_object() {
+        let Some((endpoint, bucket, target)) = sink_target("failed").await else {
+            return;
+        };
+        // Parts under 5 MiB make the server refuse the completion (EntityTooSmall).
+        let store = Arc::clone(&target.store);
+        let mut sink = ObjectSink::new(target.store, Path::from("k"), 1024 * 1024);
+        for _ in 0..3 {
+            sink.write(chunk(1024 * 1024)).await.unwrap();
+        }
+        let err = sink.finish().await.unwrap_err();
+        let class = crate::error::classify(&err);
+        assert_eq!(class, crate::error::Class::Permanent, "{err}");
+        assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 0);
+        assert!(
+            store.head(&Path::from("k")).await.is_err(),
+            "no object appears"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_explicit_abort_cancels_the_upload() {
+        let Some((endpoint, bucket, target)) = sink_target("aborted").await else {
+            return;
+        };
+        let mut sink = ObjectSink::new(target.store, Path::from("k"), MIN_S3_PART_SIZE);
+        sink.write(chunk(2 * MIN_S3_PART_SIZE)).await.unwrap();
+        assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
+        sink.abort().await.unwrap();
+        assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 0);
+    }
+
+    #[test]
+    fn s3_urls_need_a_bucket_and_paired_credentials() {
+        assert!(open(&S3Config::new("s3:///prefix")).is_err());
+        let mut half = S3Config::new("s3://b/p");
+        half.access_key_id = Some("id".into());
+        assert!(open(&half).is_err());
+        let local = open(&S3Config::new("file:///tmp/dest/x")).unwrap();
+        assert_eq!(local.root.as_ref(), "tmp/dest/x");
+        assert!(!local.is_s3);
+    }
+}

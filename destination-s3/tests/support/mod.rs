@@ -21,6 +21,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 
+pub mod moto;
+
 /// One row read back: the event id, `sent_at` in microseconds, and the payload.
 #[derive(Debug, Clone)]
 pub struct Row {

@@ -1,0 +1,163 @@
+//! The destination against a real S3-compatible server (moto, started by
+//! `scripts/peers/s3.sh`). Skipped with a notice when `DESTINATIONS_TEST_S3_ENDPOINT` is
+//! unset, unless `DESTINATIONS_REQUIRE_PEERS` is set.
+
+mod support;
+
+use destination_core::testing::{self, peer};
+use destination_core::{Batch, Destination, ErrorKind, Event};
+use destination_s3::{Compression, Format, MIN_S3_PART_SIZE, S3Config, S3Destination};
+use serde_json::json;
+use support::moto::{create_bucket, open_uploads, unique_bucket};
+use support::{StoreReadBack, assert_ndjson_holds, assert_parquet_holds, github_events, objects};
+
+const VAR: &str = "DESTINATIONS_TEST_S3_ENDPOINT";
+
+fn config(endpoint: &str, bucket: &str) -> S3Config {
+    S3Config::new(format!("s3://{bucket}/events"))
+        .with_endpoint(endpoint, true)
+        .with_region("us-east-1")
+        .with_credentials("test-key", "test-secret")
+}
+
+async fn destination(
+    test: &str,
+    f: impl FnOnce(S3Config) -> S3Config,
+) -> Option<(String, String, S3Destination)> {
+    let endpoint = peer(VAR, test)?;
+    let bucket = unique_bucket(test);
+    create_bucket(&endpoint, &bucket).await;
+    let dest = S3Destination::new(test, f(config(&endpoint, &bucket))).expect("valid config");
+    Some((endpoint, bucket, dest))
+}
+
+fn read_back(dest: &S3Destination) -> StoreReadBack {
+    StoreReadBack {
+        store: dest.store(),
+        root: dest.root().clone(),
+    }
+}
+
+#[tokio::test]
+async fn conforms_against_moto() {
+    let Some((_, _, dest)) = destination("conform", |c| c).await else {
+        return;
+    };
+    testing::run_all(&dest, &read_back(&dest)).await;
+}
+
+#[tokio::test]
+async fn real_events_round_trip_through_moto() {
+    let Some((_, _, dest)) = destination("realpq", |c| c).await else {
+        return;
+    };
+    let events = github_events();
+    dest.deliver(&Batch::new(Some("github".into()), events.clone()))
+        .await
+        .unwrap();
+    for chunk in events.chunks(50) {
+        // The same events again under other keys: a second, independent copy.
+        dest.deliver(&Batch::new(Some("again".into()), chunk.to_vec()))
+            .await
+            .unwrap();
+    }
+    let all = objects(dest.store().as_ref(), dest.root()).await;
+    let (one, fifty): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|(p, _)| p.as_ref().contains("/github/"));
+    assert_eq!((one.len(), fifty.len()), (1, 9));
+    assert_parquet_holds(&one, &events);
+    assert_parquet_holds(&fifty, &events);
+}
+
+#[tokio::test]
+async fn real_events_as_gzip_ndjson_through_moto() {
+    let Some((_, _, dest)) = destination("realnd", |c| c.with_format(Format::Ndjson)).await else {
+        return;
+    };
+    let events = github_events();
+    dest.deliver(&Batch::new(None, events.clone()))
+        .await
+        .unwrap();
+    let stored = objects(dest.store().as_ref(), dest.root()).await;
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].0.as_ref().ends_with(".ndjson.gz"));
+    assert_ndjson_holds(&stored, &events);
+}
+
+/// Events whose payload is about `bytes` of incompressible text in total.
+fn bulky_events(bytes: usize) -> Vec<Event> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..bytes / 4096)
+        .map(|i| {
+            let text: String = (0..4096)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    char::from(b'!' + (state % 90) as u8)
+                })
+                .collect();
+            Event::new(json!({"seq": i, "blob": text}))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn large_batches_stream_as_multipart_and_leave_no_upload_open() {
+    let Some((endpoint, bucket, dest)) = destination("multi", |c| {
+        c.with_part_size(MIN_S3_PART_SIZE)
+            .with_compression(Compression::None)
+    })
+    .await
+    else {
+        return;
+    };
+    let events = bulky_events(13 * 1024 * 1024);
+    dest.deliver(&Batch::new(None, events.clone()))
+        .await
+        .unwrap();
+    let stored = objects(dest.store().as_ref(), dest.root()).await;
+    assert_eq!(stored.len(), 1);
+    assert!(
+        stored[0].1.len() > 2 * MIN_S3_PART_SIZE,
+        "{} bytes",
+        stored[0].1.len()
+    );
+    assert_parquet_holds(&stored, &events);
+    assert_eq!(open_uploads(&endpoint, &bucket).await, 0);
+}
+
+#[tokio::test]
+async fn missing_bucket_is_a_config_error_naming_it() {
+    let Some(endpoint) = peer(VAR, "missing_bucket") else {
+        return;
+    };
+    let bucket = unique_bucket("absent");
+    let dest = S3Destination::new("absent", config(&endpoint, &bucket)).unwrap();
+    let err = dest.health_check().await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Config, "{}", err.chain());
+    assert!(err.message().contains(&bucket), "{}", err.message());
+    let batch = Batch::new(None, testing::sample_events(2));
+    let err = dest.deliver(&batch).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Config, "{}", err.chain());
+    assert!(err.message().contains(&bucket), "{}", err.message());
+    assert!(!err.chain().contains("test-secret"));
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_retryable() {
+    // A port on loopback that nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let dest = S3Destination::new("down", config(&endpoint, "nobody")).unwrap();
+    let err = dest
+        .deliver(&Batch::new(None, testing::sample_events(1)))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{:?}: {}", err.kind(), err.chain());
+}
