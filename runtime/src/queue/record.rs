@@ -318,4 +318,34 @@ mod tests {
             assert_eq!(&serde_json::from_slice::<Event>(json).unwrap(), event);
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn one_flipped_byte_costs_at_most_its_own_record(
+            bodies in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..64), 1..12),
+            at in 0usize..10_000,
+            bit in 0u8..8,
+        ) {
+            let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+            let mut buf = framed(&refs);
+            let at = at % buf.len();
+            buf[at] ^= 1 << bit;
+            let mut starts = Vec::new();
+            let mut pos = 0;
+            for body in &bodies {
+                starts.push(pos);
+                pos += HEADER_LEN + body.len();
+            }
+            let hit = starts.iter().rposition(|s| *s <= at).unwrap();
+            let got: Vec<Vec<u8>> = Scanner::new(&buf)
+                .filter_map(|s| match s {
+                    Scanned::Record { body, .. } => Some(body.to_vec()),
+                    Scanned::Damaged { .. } => None,
+                })
+                .collect();
+            let mut want = bodies.clone();
+            want.remove(hit);
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }
