@@ -341,3 +341,24 @@ pub async fn deliver_until_done(
     }
     panic!("still failing after {max_attempts} attempts: {errors:?}");
 }
+
+/// Real GitHub webhook payloads from the shared data set, as events tagged with their
+/// GitHub event name; falls back to the core's sample events where the data set is absent.
+pub fn github_events(count: usize) -> Vec<destination_core::Event> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/github-webhooks.ndjson"
+    );
+    let Ok(text) = std::fs::read_to_string(path) else {
+        eprintln!("github-webhooks.ndjson not found at {path}; using sample events");
+        return destination_core::testing::sample_events(count);
+    };
+    text.lines()
+        .take(count)
+        .map(|line| {
+            let mut record: serde_json::Value = serde_json::from_str(line).expect("ndjson");
+            let event = record["event"].as_str().unwrap_or_default().to_owned();
+            destination_core::Event::new(record["payload"].take()).with_attribute("github", event)
+        })
+        .collect()
+}
