@@ -94,9 +94,9 @@ fn unknown_destination_and_bad_config_are_clear_errors() {
 
     let config = lake_config(dir.path(), 25, "colour = \"blue\"");
     let output = Command::new(binary()).args(["check", "--config"]).arg(&config).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("colour") && stderr.contains("line 12"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("colour") && stdout.contains("line 11"), "{stdout}");
 }
 
 /// Starts `send`, feeds it every event, waits until it says they are queued, and kills it.
