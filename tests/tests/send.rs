@@ -32,8 +32,14 @@ fn send_delivers_every_real_event_to_parquet() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    assert!(stdout.contains("queued 420, delivered 420, dead-lettered 0"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.contains("queued 420, delivered 420, dead-lettered 0"),
+        "{stdout}"
+    );
 
     let ids = stored_ids(&dir.path().join("lake"));
     assert_eq!(ids.len(), 420, "every event stored");
@@ -42,9 +48,16 @@ fn send_delivers_every_real_event_to_parquet() {
     // The rows are the input's: every `example` name of the input is in the output.
     let want: HashSet<String> = input_lines()
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["example"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["example"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    let got: HashSet<String> = string_column(&dir.path().join("lake"), "example").into_iter().collect();
+    let got: HashSet<String> = string_column(&dir.path().join("lake"), "example")
+        .into_iter()
+        .collect();
     assert_eq!(got, want);
 }
 
@@ -66,14 +79,26 @@ fn bad_lines_are_reported_and_the_rest_delivered() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "bad lines make the exit code non-zero");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "bad lines make the exit code non-zero"
+    );
     assert!(stderr.contains("line 2: invalid JSON"), "{stderr}");
     assert!(stderr.contains("line 3: not a JSON object"), "{stderr}");
-    assert!(stdout.contains("delivered 3") && stdout.contains("invalid lines 2"), "{stdout}");
+    assert!(
+        stdout.contains("delivered 3") && stdout.contains("invalid lines 2"),
+        "{stdout}"
+    );
     assert_eq!(stored_ids(&dir.path().join("lake")).len(), 3);
 }
 
@@ -93,10 +118,17 @@ fn unknown_destination_and_bad_config_are_clear_errors() {
     assert!(stderr.contains("unknown destination `nope`"), "{stderr}");
 
     let config = lake_config(dir.path(), 25, "colour = \"blue\"");
-    let output = Command::new(binary()).args(["check", "--config"]).arg(&config).output().unwrap();
+    let output = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("colour") && stdout.contains("line 11"), "{stdout}");
+    assert!(
+        stdout.contains("colour") && stdout.contains("line 11"),
+        "{stdout}"
+    );
 }
 
 /// Starts `send`, feeds it every event, waits until it says they are queued, and kills it.
@@ -112,7 +144,9 @@ fn send_and_kill(config: &std::path::Path) {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(std::fs::read_to_string(webhooks()).unwrap().as_bytes()).unwrap();
+    stdin
+        .write_all(std::fs::read_to_string(webhooks()).unwrap().as_bytes())
+        .unwrap();
     drop(stdin);
     // Logged at debug once the input is read to the end: every event is durably queued,
     // and with one-event batches delivery is still under way.
@@ -155,10 +189,18 @@ fn kill_9_in_the_middle_of_delivery_loses_no_event() {
 
     let output = resume(&config);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("left queued by an earlier run"), "{stdout}");
     let ids = stored_ids(&dir.path().join("lake"));
-    assert_eq!(ids.len(), 420, "every queued event delivered after the restart");
+    assert_eq!(
+        ids.len(),
+        420,
+        "every queued event delivered after the restart"
+    );
 }
 
 #[test]
@@ -176,8 +218,12 @@ fn a_damaged_queue_tail_is_reported_and_the_events_before_it_delivered() {
         .collect();
     segments.sort();
     let newest = segments.last().expect("a queue segment");
-    let mut file = std::fs::OpenOptions::new().append(true).open(newest).unwrap();
-    file.write_all(b"\x00\x17garbage from a torn write").unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(newest)
+        .unwrap();
+    file.write_all(b"\x00\x17garbage from a torn write")
+        .unwrap();
     drop(file);
 
     let output = resume(&config);

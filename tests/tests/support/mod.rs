@@ -14,7 +14,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// The repository's root folder.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The real GitHub webhook events shipped in `testdata/`.
@@ -31,7 +34,15 @@ pub fn binary() -> PathBuf {
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "destinations", "--all-features", "--bin", "destinations"]);
+        build.args([
+            "build",
+            "-q",
+            "-p",
+            "destinations",
+            "--all-features",
+            "--bin",
+            "destinations",
+        ]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
@@ -116,8 +127,13 @@ pub fn stored_ids(dir: &Path) -> HashMap<String, usize> {
             .unwrap();
         for batch in reader {
             let batch = batch.unwrap();
-            let column = batch.column_by_name("_event_id").expect("an _event_id column");
-            let strings = column.as_any().downcast_ref::<StringArray>().expect("string ids");
+            let column = batch
+                .column_by_name("_event_id")
+                .expect("an _event_id column");
+            let strings = column
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("string ids");
             for id in strings.iter().flatten() {
                 *ids.entry(id.to_string()).or_insert(0) += 1;
             }
