@@ -161,3 +161,57 @@ async fn unreachable_endpoint_is_retryable() {
         .unwrap_err();
     assert!(err.is_retryable(), "{:?}: {}", err.kind(), err.chain());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_dying_mid_upload_then_redelivery_stores_each_event_once() {
+    let Some(moto) = peer(VAR, "dying_server") else {
+        return;
+    };
+    let bucket = unique_bucket("dying");
+    create_bucket(&moto, &bucket).await;
+    let mut proxy = support::proxy::Proxy::start(moto.trim_start_matches("http://")).await;
+    let settings = config(&proxy.endpoint(), &bucket)
+        .with_part_size(MIN_S3_PART_SIZE)
+        .with_compression(Compression::None);
+    let dest = std::sync::Arc::new(S3Destination::new("dying", settings).unwrap());
+    let events = bulky_events(24 * 1024 * 1024);
+    let batch = Batch::new(None, events.clone());
+
+    // Deliver, and cut the server off as soon as the multipart upload is open.
+    let delivery = {
+        let (dest, batch) = (std::sync::Arc::clone(&dest), batch.clone());
+        tokio::spawn(async move { dest.deliver(&batch).await })
+    };
+    let mut seen_open = false;
+    for _ in 0..1000 {
+        if open_uploads(&moto, &bucket).await > 0 {
+            seen_open = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(seen_open, "the upload never went multipart");
+    proxy.cut().await;
+    let err = delivery
+        .await
+        .unwrap()
+        .expect_err("the delivery cannot finish");
+    assert!(err.is_retryable(), "{:?}: {}", err.kind(), err.chain());
+    let direct = S3Destination::new("reader", config(&moto, &bucket)).unwrap();
+    let listed = objects(direct.store().as_ref(), direct.root()).await;
+    assert!(listed.is_empty(), "a partial object is visible");
+
+    // The server is back: the runtime redelivers the same batch.
+    proxy.restore().await;
+    dest.deliver(&batch).await.expect("redelivery succeeds");
+    dest.deliver(&batch)
+        .await
+        .expect("a second redelivery succeeds");
+    let stored = objects(direct.store().as_ref(), direct.root()).await;
+    assert_eq!(stored.len(), 1, "one object for the batch key");
+    assert_eq!(stored[0].0, dest.object_path(&batch).unwrap());
+    assert_parquet_holds(&stored, &events);
+    // The upload cut off with the server could not be aborted (the abort request failed
+    // too); it is the one a bucket lifecycle rule must clean. Nothing else is left open.
+    assert!(open_uploads(&moto, &bucket).await <= 1);
+}
