@@ -158,7 +158,7 @@ impl S3Destination {
         let mut sink = ObjectSink::new(self.store(), path, self.part_size);
         let written = match self.format {
             Format::Parquet => {
-                let encoder = self.plan.encoder(events);
+                let encoder = format::cpu_bound(|| self.plan.encoder(events));
                 let (compression, part_size) = (self.compression, self.part_size);
                 format::write_parquet(events, &encoder, compression, part_size, &mut sink).await
             }

@@ -40,6 +40,16 @@ fn ndjson_error(e: std::io::Error) -> WriteError {
     })
 }
 
+/// Runs a CPU-bound step (encoding, compressing a chunk) so that it does not stall the
+/// other tasks of a multi-threaded runtime; on a current-thread runtime it simply runs.
+pub(crate) fn cpu_bound<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Writes `events` as one Parquet file.
 ///
 /// Record batches of [`ROWS_PER_CHUNK`] events are encoded one at a time and their bytes
@@ -65,12 +75,20 @@ pub(crate) async fn write_parquet<E: Borrow<Event> + Sync>(
     let mut writer =
         ArrowWriter::try_new(Vec::new(), encoder.schema(), Some(props)).map_err(parquet_error)?;
     for chunk in events.chunks(ROWS_PER_CHUNK) {
-        let batch = encoder.encode(chunk).map_err(parquet_error)?;
-        writer.write(&batch).map_err(parquet_error)?;
-        if writer.in_progress_size() >= part_size {
-            writer.flush().map_err(parquet_error)?;
-        }
-        let ready = std::mem::take(writer.inner_mut());
+        let ready = cpu_bound(|| {
+            let batch = encoder.encode(chunk)?;
+            writer.write(&batch)?;
+            if writer.in_progress_size() >= part_size {
+                writer.flush()?;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(std::mem::take(writer.inner_mut()))
+        })
+        .map_err(|source| {
+            WriteError::Encode(S3Error::Encode {
+                format: "parquet",
+                source,
+            })
+        })?;
         sink.write(Bytes::from(ready))
             .await
             .map_err(WriteError::Store)?;
@@ -90,12 +108,15 @@ pub(crate) async fn write_ndjson<E: Borrow<Event> + Sync>(
     let mut out = Compressor::new(compression).map_err(ndjson_error)?;
     let mut line = Vec::new();
     for chunk in events.chunks(ROWS_PER_CHUNK) {
-        for event in chunk {
-            line.clear();
-            ndjson_line(event.borrow(), &mut line);
-            out.write_all(&line).map_err(ndjson_error)?;
-        }
-        let ready = out.take();
+        let ready = cpu_bound(|| {
+            for event in chunk {
+                line.clear();
+                ndjson_line(event.borrow(), &mut line);
+                out.write_all(&line)?;
+            }
+            Ok(out.take())
+        })
+        .map_err(ndjson_error)?;
         sink.write(Bytes::from(ready))
             .await
             .map_err(WriteError::Store)?;

@@ -187,3 +187,60 @@ async fn bad_prefix_is_permanent_and_bad_config_is_refused() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_schema_rejects_misfits_and_writes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema: destination_s3::SchemaPolicy = serde_json::from_value(json!({
+        "mode": "strict",
+        "fields": [
+            {"name": "action", "type": "string"},
+            {"name": "n", "type": "float"},
+            {"name": "user", "type": {"struct": [{"name": "login", "type": "string"}]}},
+        ]
+    }))
+    .unwrap();
+    let dest = file_destination(&dir, |c| c.with_schema(schema));
+    let events = vec![
+        Event::new(json!({"action": "opened", "n": 1, "user": {"login": "octocat"}})),
+        Event::new(json!({"action": "opened", "extra": true})),
+        Event::new(json!({"action": 7})),
+        Event::new(json!({"n": 2.5, "user": null})),
+    ];
+    let err = dest
+        .deliver(&Batch::new(None, events.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Permanent);
+    assert_eq!(err.rejected(), Some(&[events[1].id, events[2].id][..]));
+
+    let stored = objects(dest.store().as_ref(), dest.root()).await;
+    let kept = [events[0].clone(), events[3].clone()];
+    assert_parquet_holds(&stored, &kept);
+    let batches = support::parquet_batches(stored[0].1.clone());
+    let schema = batches[0].schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["_event_id", "_sent_at", "action", "n", "user"]);
+}
+
+#[tokio::test]
+async fn relaxed_schema_drops_unknown_keys_and_nulls_misfits() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema: destination_s3::SchemaPolicy = serde_json::from_value(json!({
+        "mode": "relaxed",
+        "fields": [{"name": "n", "type": "int"}, {"name": "tags", "type": {"list": "string"}}]
+    }))
+    .unwrap();
+    let dest = file_destination(&dir, |c| c.with_schema(schema));
+    let events = vec![
+        Event::new(json!({"n": 1, "tags": ["a", 2], "extra": {"x": 1}})),
+        Event::new(json!({"n": "one"})),
+    ];
+    dest.deliver(&Batch::new(None, events.clone()))
+        .await
+        .unwrap();
+    let stored = objects(dest.store().as_ref(), dest.root()).await;
+    let rows = support::rows_of(&stored[0].0, stored[0].1.clone());
+    assert_eq!(rows[0].payload, json!({"n": 1, "tags": ["a", null]}));
+    assert_eq!(rows[1].payload, json!({}));
+}
