@@ -356,11 +356,16 @@ impl Queue for SegmentLog {
     }
 
     async fn ack(&self, destination: &str, seqs: &[Seq]) -> Result<(), QueueError> {
-        let mut state = self.shared.lock();
-        if let Some(cursor) = state.dests.get_mut(destination)
-            && cursor.ack(seqs) > 0
-        {
-            state.dirty = true;
+        let blocked = {
+            let mut state = self.shared.lock();
+            let acked = state.dests.get_mut(destination).map_or(0, |c| c.ack(seqs));
+            state.dirty |= acked > 0;
+            acked > 0 && state.space_waiters > 0
+        };
+        if blocked {
+            // Appends wait for space: have the writer free segments now, not at its next
+            // tick. A closed writer has nothing to free.
+            self.commands.send(Command::Maintain).ok();
         }
         Ok(())
     }

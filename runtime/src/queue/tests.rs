@@ -24,7 +24,7 @@ fn small(dir: &Path, segment_bytes: u64, max_bytes: u64, when_full: FullPolicy) 
         segment_bytes,
         max_bytes,
         when_full,
-        full_timeout: Duration::from_millis(300),
+        full_timeout: Duration::from_millis(500),
     }
 }
 
@@ -334,7 +334,7 @@ async fn full_queue_blocks_until_timeout_or_until_acks_free_space() {
         matches!(timed_out, Err(QueueError::Full { .. })),
         "{timed_out:?}"
     );
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() >= Duration::from_millis(500));
 
     let blocked = tokio::spawn({
         let log = Arc::clone(&log);

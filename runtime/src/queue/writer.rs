@@ -37,6 +37,8 @@ pub(crate) enum Command {
         /// Where to send the seqs.
         reply: oneshot::Sender<Result<Vec<Seq>, QueueError>>,
     },
+    /// Persist progress and remove finished segments now: appends wait for space.
+    Maintain,
     /// Persist progress, mark the log closed and stop.
     Close(oneshot::Sender<Result<(), QueueError>>),
     /// Stop without persisting anything, as a crash would (tests only).
@@ -72,6 +74,7 @@ impl Writer {
         let mut last_persist = Instant::now() - PERSIST_EVERY;
         loop {
             let wait = PERSIST_EVERY.saturating_sub(last_persist.elapsed());
+            let mut maintain_now = false;
             let first = match rx.recv_timeout(wait) {
                 Ok(command) => Some(command),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -93,6 +96,7 @@ impl Writer {
                         } => {
                             appends.push((body, reserved, reply));
                         }
+                        Command::Maintain => maintain_now = true,
                         other => {
                             stop = Some(other);
                             break;
@@ -116,7 +120,7 @@ impl Writer {
                     _ => {}
                 }
             }
-            if last_persist.elapsed() >= PERSIST_EVERY {
+            if maintain_now || last_persist.elapsed() >= PERSIST_EVERY {
                 last_persist = Instant::now();
                 self.maintain_or_warn(false);
             }
