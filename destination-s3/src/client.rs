@@ -125,6 +125,11 @@ fn s3_builder(config: &S3Config, bucket: &str) -> Result<AmazonS3Builder, S3Erro
         builder = builder.with_region(region);
     }
     if let Some(endpoint) = &config.endpoint {
+        if endpoint.starts_with("http://") && !config.allow_http {
+            return Err(config_error(format!(
+                "endpoint {endpoint:?} is plain http: set allow_http = true to use it"
+            )));
+        }
         if config.force_path_style {
             builder = builder
                 .with_endpoint(endpoint)
@@ -136,7 +141,12 @@ fn s3_builder(config: &S3Config, bucket: &str) -> Result<AmazonS3Builder, S3Erro
             let host = with_bucket.host_str().unwrap_or_default().to_owned();
             with_bucket
                 .set_host(Some(&format!("{bucket}.{host}")))
-                .map_err(|e| config_error(format!("endpoint {endpoint:?} is invalid: {e}")))?;
+                .map_err(|e| {
+                    config_error(format!(
+                        "endpoint {endpoint:?} cannot take the bucket as a host name ({e}): \
+                         set force_path_style = true"
+                    ))
+                })?;
             let text = with_bucket.as_str().trim_end_matches('/').to_owned();
             builder = builder
                 .with_endpoint(text)
@@ -384,6 +394,17 @@ mod tests {
         let mut half = S3Config::new("s3://b/p");
         half.access_key_id = Some("id".into());
         assert!(open(&half).is_err());
+        let on_ip = S3Config::new("s3://b/p").with_endpoint("http://127.0.0.1:9", false);
+        let err = open(&on_ip).unwrap_err();
+        assert!(format!("{err}").contains("force_path_style"), "{err}");
+        let plain = S3Config::new("s3://b/p").with_endpoint("http://localhost:9", false);
+        assert!(
+            open(&plain).is_ok(),
+            "virtual-hosted style with an endpoint"
+        );
+        let mut refused = plain;
+        refused.allow_http = false;
+        assert!(open(&refused).is_err(), "plain http needs allow_http");
         let local = open(&S3Config::new("file:///tmp/dest/x")).unwrap();
         assert_eq!(local.root.as_ref(), "tmp/dest/x");
         assert!(!local.is_s3);

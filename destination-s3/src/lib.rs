@@ -48,6 +48,26 @@
 //! Because the schema is inferred per object, a field can have different types in
 //! different objects; a fixed [`SchemaPolicy`] gives every object the same schema.
 //!
+//! # Fixed schemas
+//!
+//! [`SchemaPolicy::Fixed`] gives the columns and their types. In `strict` mode an event
+//! with a key the schema lacks, or a value of another type (an integer fits a `float`
+//! column, anything fits `json`), is rejected: the other events are written and the
+//! delivery returns a permanent error naming only the rejected ids, which the runtime
+//! dead-letters. In `relaxed` mode unknown keys are dropped and misfitting values become
+//! nulls. Both modes also filter NDJSON objects the same way (relaxed writes payloads
+//! unchanged).
+//!
+//! # Known limitations
+//!
+//! - Multipart parts of a process killed mid-upload (or of a server that went away before
+//!   the abort request) stay in the bucket, billed, until a lifecycle rule with
+//!   `AbortIncompleteMultipartUpload` removes them: configure one on the bucket.
+//! - The whole batch is in memory already (the runtime holds it); the encoder adds about
+//!   one part (`part_size_bytes`) of buffered output on top.
+//! - With no credentials configured, the AWS chain may query the instance metadata
+//!   service, as the AWS SDKs do.
+//!
 //! # Errors
 //!
 //! Throttling (503 `SlowDown`, 429) is reported as rate limited; other 5xx, timeouts and
