@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use destination_core::{Secret, duration};
-use serde::{Deserialize, Deserializer, de};
+use serde::Deserialize;
 
-use crate::error::redact_url_str;
+use crate::auth::Auth;
+use crate::error::{HttpError, redact_url_str};
+use crate::method::Method;
+use crate::retry::StatusPattern;
 
 /// The per-attempt timeout used when `timeout` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,6 +162,52 @@ impl HttpConfig {
         }
     }
 
+    /// Checks the settings that serde cannot: ranges and combinations.
+    ///
+    /// # Errors
+    ///
+    /// [`HttpError::InvalidSetting`] naming the first offending key.
+    pub(crate) fn validate(&self) -> Result<(), HttpError> {
+        let config = self;
+        let invalid = |key, reason: &str| {
+            Err(HttpError::InvalidSetting {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if config.timeout.is_zero() {
+            return invalid("timeout", "must be more than zero");
+        }
+        if config.max_in_flight == 0 {
+            return invalid("max_in_flight", "must be at least 1");
+        }
+        if config.body != BodyMode::Single && !config.method.allows_body() {
+            return invalid(
+                "body",
+                "json_array and ndjson need a method that carries a body",
+            );
+        }
+        let valid_pattern = |p: &StatusPattern| match *p {
+            StatusPattern::Code(code) => (300..600).contains(&code),
+            StatusPattern::Class(class) => (3..=5).contains(&class),
+        };
+        if !config.retry_statuses.iter().all(valid_pattern) {
+            return invalid(
+                "retry_statuses",
+                "codes go from 300 to 599, classes from 3xx to 5xx",
+            );
+        }
+        if let Some(breaker) = &config.circuit_breaker
+            && (breaker.failures == 0 || breaker.open_for.is_zero())
+        {
+            return invalid(
+                "circuit_breaker",
+                "failures and open_for must be more than zero",
+            );
+        }
+        Ok(())
+    }
+
     /// Sets the request method.
     pub fn with_method(mut self, method: Method) -> Self {
         self.method = method;
@@ -285,207 +333,6 @@ pub enum BodyMode {
     Ndjson,
 }
 
-/// Credentials sent with each request. `Debug` never shows the secret part.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum Auth {
-    /// HTTP basic auth: `{username, password}`.
-    Basic(BasicAuth),
-    /// A bearer token: `{token}`.
-    Bearer(BearerAuth),
-}
-
-/// HTTP basic auth credentials.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    /// The user name.
-    pub username: String,
-    /// The password (may be empty).
-    #[serde(default = "empty_secret")]
-    pub password: Secret,
-}
-
-fn empty_secret() -> Secret {
-    Secret::new("")
-}
-
-/// A bearer token, sent as `Authorization: Bearer <token>`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BearerAuth {
-    /// The token.
-    pub token: Secret,
-}
-
-impl Auth {
-    /// Basic auth with `username` and `password`.
-    pub fn basic(username: impl Into<String>, password: impl Into<Secret>) -> Self {
-        Self::Basic(BasicAuth {
-            username: username.into(),
-            password: password.into(),
-        })
-    }
-
-    /// A bearer token.
-    pub fn bearer(token: impl Into<Secret>) -> Self {
-        Self::Bearer(BearerAuth {
-            token: token.into(),
-        })
-    }
-}
-
-/// One of the nine HTTP request methods.
-///
-/// Parsed case-insensitively. `HEAD`, `TRACE` and `CONNECT` requests carry no body; the
-/// others carry the payload unless it is `null`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum Method {
-    Get,
-    Head,
-    #[default]
-    Post,
-    Put,
-    Delete,
-    Connect,
-    Options,
-    Trace,
-    Patch,
-}
-
-impl Method {
-    /// Every method, in the order RFC 9110 lists them (PATCH last).
-    pub const ALL: [Self; 9] = [
-        Self::Get,
-        Self::Head,
-        Self::Post,
-        Self::Put,
-        Self::Delete,
-        Self::Connect,
-        Self::Options,
-        Self::Trace,
-        Self::Patch,
-    ];
-
-    /// The method's name in upper case.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Get => "GET",
-            Self::Head => "HEAD",
-            Self::Post => "POST",
-            Self::Put => "PUT",
-            Self::Delete => "DELETE",
-            Self::Connect => "CONNECT",
-            Self::Options => "OPTIONS",
-            Self::Trace => "TRACE",
-            Self::Patch => "PATCH",
-        }
-    }
-
-    /// Whether requests with this method may carry a body.
-    pub fn allows_body(self) -> bool {
-        !matches!(self, Self::Head | Self::Trace | Self::Connect)
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The error of parsing a [`Method`] from a string.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown http method {0:?}")]
-pub struct UnknownMethod(String);
-
-impl FromStr for Method {
-    type Err = UnknownMethod;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| UnknownMethod(s.chars().take(16).collect()))
-    }
-}
-
-impl<'de> Deserialize<'de> for Method {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(de::Error::custom)
-    }
-}
-
-/// A response status, or a class of them, that is worth retrying.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StatusPattern {
-    /// One status code, such as `503`.
-    Code(u16),
-    /// Every status of a class, such as `5` for `"5xx"`.
-    Class(u8),
-}
-
-impl StatusPattern {
-    /// Whether `status` matches.
-    pub fn matches(self, status: u16) -> bool {
-        match self {
-            Self::Code(code) => code == status,
-            Self::Class(class) => status / 100 == u16::from(class),
-        }
-    }
-}
-
-impl fmt::Display for StatusPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Code(code) => write!(f, "{code}"),
-            Self::Class(class) => write!(f, "{class}xx"),
-        }
-    }
-}
-
-/// The error of parsing a [`StatusPattern`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid retry status {0:?}; write a code from 300 to 599 or a class such as \"5xx\"")]
-pub struct InvalidStatusPattern(String);
-
-impl FromStr for StatusPattern {
-    type Err = InvalidStatusPattern;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || InvalidStatusPattern(s.chars().take(16).collect());
-        let text = s.trim();
-        if let Some(class) = text.strip_suffix("xx").or_else(|| text.strip_suffix("XX")) {
-            return match class.parse::<u8>() {
-                Ok(class @ 3..=5) => Ok(Self::Class(class)),
-                _ => Err(invalid()),
-            };
-        }
-        match text.parse::<u16>() {
-            Ok(code @ 300..=599) => Ok(Self::Code(code)),
-            _ => Err(invalid()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for StatusPattern {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Code(u64),
-            Text(String),
-        }
-        let text = match Raw::deserialize(deserializer)? {
-            Raw::Code(code) => code.to_string(),
-            Raw::Text(text) => text,
-        };
-        text.parse().map_err(de::Error::custom)
-    }
-}
-
 /// When the circuit breaker opens and for how long.
 ///
 /// After `failures` retryable failures in a row (connection errors, timeouts, retryable
@@ -550,7 +397,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_methods_auth_and_statuses() {
+    fn parses_methods_auth_statuses_and_durations() {
         let config: HttpConfig = serde_json::from_value(json!({
             "url": "http://x/",
             "method": "pAtCh",
@@ -570,30 +417,41 @@ mod tests {
             ]
         );
         assert_eq!(config.timeout, Duration::from_millis(250));
-
-        let bearer: Auth = serde_json::from_value(json!({"token": "t"})).unwrap();
-        assert_eq!(bearer, Auth::bearer("t"));
-        assert!(serde_json::from_value::<Auth>(json!({"token": "t", "x": 1})).is_err());
-        assert!(serde_json::from_value::<Method>(json!("FETCH")).is_err());
-        for bad in [
-            json!(200),
-            json!("2xx"),
-            json!("6xx"),
-            json!(99),
-            json!("abc"),
-        ] {
-            assert!(
-                serde_json::from_value::<StatusPattern>(bad.clone()).is_err(),
-                "{bad}"
-            );
-        }
     }
 
     #[test]
-    fn every_method_round_trips() {
-        for method in Method::ALL {
-            assert_eq!(method.as_str().to_lowercase().parse::<Method>(), Ok(method));
+    fn validation_names_the_key() {
+        let base = || HttpConfig::new("http://x/");
+        let cases = [
+            (base().with_timeout(Duration::ZERO), "timeout"),
+            (base().with_max_in_flight(0), "max_in_flight"),
+            (
+                base().with_body(BodyMode::Ndjson).with_method(Method::Head),
+                "body",
+            ),
+            (
+                base().with_retry_statuses(vec![StatusPattern::Code(200)]),
+                "retry_statuses",
+            ),
+            (
+                base().with_retry_statuses(vec![StatusPattern::Class(2)]),
+                "retry_statuses",
+            ),
+            (
+                base().with_circuit_breaker(CircuitBreakerConfig {
+                    failures: 0,
+                    ..Default::default()
+                }),
+                "circuit_breaker",
+            ),
+        ];
+        for (config, key) in cases {
+            match config.validate() {
+                Err(HttpError::InvalidSetting { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
         }
+        assert!(base().validate().is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use destination_core::{Batch, BatchConfig, DeliveryError, Destination, ErrorKind, Event, EventId};
+use destination_core::{Batch, BatchConfig, DeliveryError, Destination, Event, EventId};
 use futures::future::join_all;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
@@ -12,16 +12,14 @@ use tracing::{Instrument, debug, warn};
 use url::Host;
 
 use crate::breaker::Breaker;
-use crate::client::{self, Exchange, GuardedResolver, find_refusal};
-use crate::config::{BodyMode, HttpConfig, StatusPattern};
-use crate::error::{HttpError, redact_url, truncate};
+use crate::client::{self, GuardedResolver, find_refusal};
+use crate::config::{BodyMode, HttpConfig};
+use crate::error::{HttpError, redact_url};
+use crate::outcome::{combine, judge};
 use crate::response::{DEFAULT_LOG_CAPACITY, ResponseHook, ResponseLog, ResponseRecord};
-use crate::retry::{StatusClass, classify};
+use crate::retry::StatusPattern;
 use crate::signing::{self, Signer};
 use crate::target::{Target, Targets};
-
-/// How many bytes of a response body an error message quotes at most.
-const ERROR_BODY_LIMIT: usize = 256;
 
 /// Delivers events to a webhook: one request per event, or one per batch with a JSON array
 /// or NDJSON body.
@@ -103,7 +101,7 @@ impl HttpDestination {
     /// # }
     /// ```
     pub fn new(name: impl Into<String>, config: HttpConfig) -> Result<Self, HttpError> {
-        validate(&config)?;
+        config.validate()?;
         let idempotency_header = match config.idempotency_header.trim() {
             "" => None,
             name => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -289,7 +287,7 @@ impl HttpDestination {
 
         let exchange = client::exchange(self.request(&target, body, &key)).await;
         let (status, latency) = (exchange.status, exchange.latency);
-        let (outcome, body) = self.judge(&target, exchange);
+        let (outcome, body) = judge(&target, exchange, &self.retry_statuses, self.timeout);
         let retryable = matches!(&outcome, Err(e) if e.is_retryable());
         if let Some(change) = pass.and_then(|p| p.finish(!retryable)) {
             warn!(destination = %self.name, change, "circuit breaker");
@@ -317,82 +315,6 @@ impl HttpDestination {
         (ids, outcome)
     }
 
-    /// Classifies an exchange; also gives back the body for the record.
-    fn judge(&self, target: &Target, exchange: Exchange) -> (Result<(), DeliveryError>, String) {
-        let origin = redact_url(&target.url);
-        let Exchange {
-            status,
-            retry_after,
-            body,
-            error,
-            ..
-        } = exchange;
-        let Some(status) = status else {
-            let err = error.expect("an exchange without a status has an error");
-            return (Err(self.transport_error(target, &origin, err)), body);
-        };
-        let reason = reqwest::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("unknown")
-            .to_ascii_lowercase();
-        let snippet = truncate(body.trim(), ERROR_BODY_LIMIT);
-        let answered = format!("endpoint {origin} answered {status} ({reason})");
-        let now = SystemTime::now();
-        let outcome = match classify(status, retry_after.as_deref(), &self.retry_statuses, now) {
-            StatusClass::Success => match error {
-                None => Ok(()),
-                // NOTE: a 2xx head followed by a broken body may come from a proxy that
-                // answered before the upstream failed, so it is not taken as delivery.
-                Some(e) => Err(DeliveryError::retryable(format!(
-                    "{answered} but the response was cut off"
-                ))
-                .with_source(e)),
-            },
-            StatusClass::Retry => Err(DeliveryError::retryable(format!("{answered}: {snippet}"))),
-            StatusClass::RateLimited(delay) => Err(DeliveryError::rate_limited(
-                format!("{answered}: {snippet}"),
-                delay,
-            )),
-            StatusClass::Redirect => Err(DeliveryError::permanent(format!(
-                "{answered}; redirects are not followed, set url to the final address"
-            ))),
-            StatusClass::Unauthorized if !target.overridden => Err(DeliveryError::config(format!(
-                "{answered}; check the auth and headers settings: {snippet}"
-            ))),
-            StatusClass::Unauthorized | StatusClass::Rejected => {
-                Err(DeliveryError::permanent(format!("{answered}: {snippet}")))
-            }
-        };
-        (outcome, body)
-    }
-
-    fn transport_error(&self, target: &Target, origin: &str, err: reqwest::Error) -> DeliveryError {
-        if let Some(refused) = find_refusal(&err) {
-            let message =
-                format!("refused target {origin}: {refused}; set allow_link_local to allow it");
-            return match target.overridden {
-                true => DeliveryError::permanent(message),
-                false => DeliveryError::config(message),
-            };
-        }
-        let message = if err.is_timeout() {
-            format!(
-                "request to {origin} timed out after {:?}; raise timeout if the endpoint is slow",
-                self.timeout
-            )
-        } else if err.is_connect() {
-            format!("could not connect to {origin}")
-        } else if err.is_builder() {
-            return DeliveryError::permanent(format!("could not build the request to {origin}"))
-                .with_source(err);
-        } else {
-            // Includes a kept-alive connection that the server closed as it was reused.
-            format!("connection to {origin} failed before a complete response")
-        };
-        DeliveryError::retryable(message).with_source(err)
-    }
-
     fn record(
         &self,
         ids: &[EventId],
@@ -417,90 +339,6 @@ impl HttpDestination {
             self.responses.insert(record);
         }
     }
-}
-
-fn validate(config: &HttpConfig) -> Result<(), HttpError> {
-    let invalid = |key, reason: &str| {
-        Err(HttpError::InvalidSetting {
-            key,
-            reason: reason.to_owned(),
-        })
-    };
-    if config.timeout.is_zero() {
-        return invalid("timeout", "must be more than zero");
-    }
-    if config.max_in_flight == 0 {
-        return invalid("max_in_flight", "must be at least 1");
-    }
-    if config.body != BodyMode::Single && !config.method.allows_body() {
-        return invalid(
-            "body",
-            "json_array and ndjson need a method that carries a body",
-        );
-    }
-    let valid_pattern = |p: &StatusPattern| match *p {
-        StatusPattern::Code(code) => (300..600).contains(&code),
-        StatusPattern::Class(class) => (3..=5).contains(&class),
-    };
-    if !config.retry_statuses.iter().all(valid_pattern) {
-        return invalid(
-            "retry_statuses",
-            "codes go from 300 to 599, classes from 3xx to 5xx",
-        );
-    }
-    if let Some(breaker) = &config.circuit_breaker
-        && (breaker.failures == 0 || breaker.open_for.is_zero())
-    {
-        return invalid(
-            "circuit_breaker",
-            "failures and open_for must be more than zero",
-        );
-    }
-    Ok(())
-}
-
-/// Merges per-request outcomes into the batch's outcome.
-fn combine(
-    total: usize,
-    outcomes: Vec<(Vec<EventId>, Result<(), DeliveryError>)>,
-) -> Result<(), DeliveryError> {
-    let mut failures: Vec<(Vec<EventId>, DeliveryError)> = outcomes
-        .into_iter()
-        .filter_map(|(ids, result)| result.err().map(|e| (ids, e)))
-        .collect();
-    if failures.is_empty() {
-        return Ok(());
-    }
-    let failed: usize = failures.iter().map(|(ids, _)| ids.len()).sum();
-    debug!(failed, total, "some requests of the batch failed");
-
-    if failures.iter().any(|(_, e)| e.is_retryable()) {
-        // The whole batch is retried; the idempotency key makes resending the rest safe.
-        let longest = failures.iter().filter_map(|(_, e)| e.retry_after()).max();
-        let rate_limited = |e: &DeliveryError| matches!(e.kind(), ErrorKind::RateLimited { .. });
-        let pos = (failures.iter().position(|(_, e)| rate_limited(e)))
-            .or_else(|| failures.iter().position(|(_, e)| e.is_retryable()))
-            .expect("a retryable failure");
-        let (_, err) = failures.swap_remove(pos);
-        if rate_limited(&err) && err.retry_after() != longest {
-            return Err(DeliveryError::rate_limited(err.message(), longest));
-        }
-        return Err(err);
-    }
-
-    let rejected: Vec<EventId> = failures
-        .iter()
-        .flat_map(|(ids, _)| ids.iter().copied())
-        .collect();
-    let pos = (failures.iter())
-        .position(|(_, e)| e.kind() == &ErrorKind::Config)
-        .unwrap_or(0);
-    let (_, err) = failures.swap_remove(pos);
-    Err(if failed < total {
-        err.with_rejected(rejected)
-    } else {
-        err
-    })
 }
 
 #[async_trait]

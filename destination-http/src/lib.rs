@@ -53,24 +53,28 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod auth;
 mod breaker;
 mod client;
 mod config;
 mod destination;
 mod error;
+mod method;
+mod outcome;
 mod response;
 mod retry;
 mod signing;
 mod target;
 
+pub use auth::{Auth, BasicAuth, BearerAuth};
 pub use config::{
-    Auth, BasicAuth, BearerAuth, BodyMode, CircuitBreakerConfig, DEFAULT_IDEMPOTENCY_HEADER,
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, HttpConfig, InvalidStatusPattern, Method,
-    StatusPattern, UnknownMethod,
+    BodyMode, CircuitBreakerConfig, DEFAULT_IDEMPOTENCY_HEADER, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_TIMEOUT, HttpConfig,
 };
 pub use destination::HttpDestination;
 pub use error::{HttpError, redact_url};
+pub use method::{Method, UnknownMethod};
 pub use response::{
     DEFAULT_LOG_CAPACITY, RECORDED_BODY_LIMIT, ResponseHook, ResponseLog, ResponseRecord,
 };
-pub use retry::parse_retry_after;
+pub use retry::{InvalidStatusPattern, StatusPattern, parse_retry_after};

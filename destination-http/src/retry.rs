@@ -1,8 +1,78 @@
 //! Classification of response statuses, and `Retry-After` parsing.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use crate::config::StatusPattern;
+use serde::{Deserialize, Deserializer, de};
+
+/// A response status, or a class of them, that is worth retrying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusPattern {
+    /// One status code, such as `503`.
+    Code(u16),
+    /// Every status of a class, such as `5` for `"5xx"`.
+    Class(u8),
+}
+
+impl StatusPattern {
+    /// Whether `status` matches.
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            Self::Code(code) => code == status,
+            Self::Class(class) => status / 100 == u16::from(class),
+        }
+    }
+}
+
+impl fmt::Display for StatusPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Code(code) => write!(f, "{code}"),
+            Self::Class(class) => write!(f, "{class}xx"),
+        }
+    }
+}
+
+/// The error of parsing a [`StatusPattern`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid retry status {0:?}; write a code from 300 to 599 or a class such as \"5xx\"")]
+pub struct InvalidStatusPattern(String);
+
+impl FromStr for StatusPattern {
+    type Err = InvalidStatusPattern;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidStatusPattern(s.chars().take(16).collect());
+        let text = s.trim();
+        if let Some(class) = text.strip_suffix("xx").or_else(|| text.strip_suffix("XX")) {
+            return match class.parse::<u8>() {
+                Ok(class @ 3..=5) => Ok(Self::Class(class)),
+                _ => Err(invalid()),
+            };
+        }
+        match text.parse::<u16>() {
+            Ok(code @ 300..=599) => Ok(Self::Code(code)),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusPattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Code(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(deserializer)? {
+            Raw::Code(code) => code.to_string(),
+            Raw::Text(text) => text,
+        };
+        text.parse().map_err(de::Error::custom)
+    }
+}
 
 /// What a response status means for the events the request carried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +188,27 @@ mod tests {
         assert_eq!(classify(429, None, &only_502, now), StatusClass::Rejected);
         let client = [StatusPattern::Class(4)];
         assert_eq!(classify(409, None, &client, now), StatusClass::Retry);
+    }
+
+    #[test]
+    fn status_patterns_parse() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<StatusPattern>(v);
+        assert_eq!(
+            parse(serde_json::json!(503)).unwrap(),
+            StatusPattern::Code(503)
+        );
+        assert_eq!(
+            parse(serde_json::json!("4xx")).unwrap(),
+            StatusPattern::Class(4)
+        );
+        assert_eq!(
+            parse(serde_json::json!("418")).unwrap(),
+            StatusPattern::Code(418)
+        );
+        for bad in ["200", "2xx", "6xx", "99", "abc", ""] {
+            assert!(bad.parse::<StatusPattern>().is_err(), "{bad}");
+        }
+        assert_eq!(StatusPattern::Class(5).to_string(), "5xx");
     }
 
     #[test]

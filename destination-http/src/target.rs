@@ -2,17 +2,17 @@
 
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use destination_core::Event;
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::auth::{Auth, auth_header};
 use crate::client::check_url;
-use crate::config::{Auth, HttpConfig, Method};
+use crate::config::HttpConfig;
 use crate::error::{HttpError, redact_url, redact_url_str};
+use crate::method::Method;
 
 /// The event attributes that may override the request when `allow_override` is set.
 pub(crate) const OVERRIDE_ATTRIBUTES: [&str; 5] = ["url", "method", "headers", "params", "auth"];
@@ -215,19 +215,6 @@ fn header(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
     let mut value = HeaderValue::from_str(value).ok()?;
     value.set_sensitive(true);
     Some((name, value))
-}
-
-fn auth_header(auth: &Auth) -> Option<HeaderValue> {
-    let text = match auth {
-        Auth::Basic(basic) => {
-            let pair = format!("{}:{}", basic.username, basic.password.expose());
-            format!("Basic {}", STANDARD.encode(pair))
-        }
-        Auth::Bearer(bearer) => format!("Bearer {}", bearer.token.expose()),
-    };
-    let mut value = HeaderValue::from_str(&text).ok()?;
-    value.set_sensitive(true);
-    Some(value)
 }
 
 /// A JSON object of strings, numbers or booleans, as string pairs.
