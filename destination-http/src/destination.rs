@@ -63,6 +63,7 @@ pub struct HttpDestination {
     idempotency_header: Option<HeaderName>,
     retry_statuses: Vec<StatusPattern>,
     limit: Semaphore,
+    max_in_flight: usize,
     breaker: Option<Breaker>,
     responses: ResponseLog,
     hook: Option<ResponseHook>,
@@ -121,6 +122,7 @@ impl HttpDestination {
             idempotency_header,
             retry_statuses: config.retry_statuses.clone(),
             limit: Semaphore::new(config.max_in_flight),
+            max_in_flight: config.max_in_flight,
             breaker: config.circuit_breaker.clone().map(Breaker::new),
             responses: ResponseLog::new(DEFAULT_LOG_CAPACITY),
             hook: None,
@@ -413,7 +415,7 @@ impl fmt::Debug for HttpDestination {
             .field("body", &self.body)
             .field("timeout", &self.timeout)
             .field("signer", &self.signer)
-            .field("max_in_flight", &self.limit.available_permits())
+            .field("max_in_flight", &self.max_in_flight)
             .field("breaker", &self.breaker.is_some())
             .field("responses", &self.responses)
             .finish_non_exhaustive()

@@ -1,12 +1,12 @@
 //! Where and how a request goes: the configured target, and per-event overrides.
 
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 
 use destination_core::Event;
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::auth::{Auth, auth_header};
 use crate::client::check_url;
@@ -39,7 +39,6 @@ impl fmt::Debug for Target {
 }
 
 /// The configured target, plus what overrides are merged with.
-#[derive(Debug)]
 pub(crate) struct Targets {
     base: Target,
     /// The configured URL before `params` were added.
@@ -49,6 +48,17 @@ pub(crate) struct Targets {
     auth: Option<HeaderValue>,
     allow_override: bool,
     allow_link_local: bool,
+    hasher: RandomState,
+}
+
+impl fmt::Debug for Targets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Targets")
+            .field("base", &self.base)
+            .field("allow_override", &self.allow_override)
+            .field("allow_link_local", &self.allow_link_local)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Targets {
@@ -98,6 +108,7 @@ impl Targets {
             auth,
             allow_override: config.allow_override,
             allow_link_local: config.allow_link_local,
+            hasher: RandomState::new(),
         })
     }
 
@@ -175,25 +186,20 @@ impl Targets {
             return None;
         }
         let target = self.for_event(event).ok()?;
-        let mut hash = Sha256::new();
-        hash.update(target.method.as_str());
-        hash.update([0]);
-        hash.update(target.url.as_str());
+        // A keyed hash, random per destination: the key may be logged, and must not let
+        // anyone test guesses of the credentials or parameters it was made from. Equal
+        // keys for different targets would only cost batching: `deliver` splits them.
+        let mut hash = self.hasher.build_hasher();
+        target.method.hash(&mut hash);
+        target.url.as_str().hash(&mut hash);
         let mut headers: Vec<(&str, &[u8])> = target
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()))
             .collect();
         headers.sort();
-        for (name, value) in headers {
-            hash.update([0]);
-            hash.update(name);
-            hash.update([0]);
-            hash.update(value);
-        }
-        let digest = hash.finalize();
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        Some(format!("http-{hex}"))
+        headers.hash(&mut hash);
+        Some(format!("http-{:016x}", hash.finish()))
     }
 }
 
