@@ -160,7 +160,9 @@ pub(crate) fn write_csv(out: &mut String, row: &Row<'_>) {
         out.push(',');
         match cell {
             Cell::Null => {}
-            Cell::Bool(b) => out.push_str(if *b { "t" } else { "f" }),
+            // `true`/`false` rather than `t`/`f`: also valid in a column another writer
+            // has just widened to JSON.
+            Cell::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Cell::Int(i) => out.push_str(&i.to_string()),
             Cell::Float(f) => out.push_str(&f.to_string()),
             Cell::Timestamp(t) => out.push_str(&timestamp_text(t)),
@@ -230,7 +232,7 @@ mod tests {
         let mut out = String::new();
         write_csv(&mut out, &row);
         let expected = format!(
-            "{},2020-01-01T00:00:00.000000Z,,\"\",\"say \"\"hi\"\",\nbye\",f,-7\n",
+            "{},2020-01-01T00:00:00.000000Z,,\"\",\"say \"\"hi\"\",\nbye\",false,-7\n",
             event.id
         );
         assert_eq!(out, expected);

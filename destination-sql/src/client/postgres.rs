@@ -140,6 +140,10 @@ pub(super) async fn insert(
     }
 
     let mut tx = pool.begin().await?;
+    // Take the insert's lock first: taking it after the `LIKE` below (which holds a weaker
+    // one) could deadlock with a concurrent `ALTER TABLE` queued in between.
+    let lock = format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", D.quote(table));
+    sqlx::query(AssertSqlSafe(lock)).execute(&mut *tx).await?;
     // The load table copies the target's column types, so COPY parses every value as the
     // table will store it, and a value the table refuses fails here, inside the transaction.
     let create = format!(

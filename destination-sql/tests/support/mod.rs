@@ -13,7 +13,7 @@ use destination_core::testing::{ReadBack, peer};
 use destination_core::{Event, EventId};
 use destination_sql::{Dialect, SqlConfig, SqlDestination};
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, Column, Connection, Row, TypeInfo, ValueRef};
 
 /// A database to test against, with a pool of its own for checking what was stored.
 pub struct Db {
@@ -121,8 +121,11 @@ impl Db {
                 let rows = sqlx::query(sql).fetch_all(p).await.expect("select rows");
                 rows.iter().map(|r| decode_row(r, mysql_cell)).collect()
             }
-            Pool::Sqlite(p) => {
-                let rows = sqlx::query(sql).fetch_all(p).await.expect("select rows");
+            Pool::Sqlite(_) => {
+                // A fresh connection: sqlx-sqlite 0.9 panics on `SELECT *` when a pooled
+                // connection prepares it against a schema another connection has changed.
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("open");
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await.expect("select rows");
                 rows.iter().map(|r| decode_row(r, sqlite_cell)).collect()
             }
         }
@@ -267,13 +270,19 @@ pub fn same(expected: &Value, stored: &Value) -> bool {
     }
 }
 
-/// Parses RFC 3339 and the `2020-01-01 00:00:00+00` form PostgreSQL prints.
+/// Parses RFC 3339, the `2020-01-01 00:00:00+00` form PostgreSQL prints, and MySQL's
+/// zone-less `2020-01-01 00:00:00.000000` (UTC).
 fn instant(text: &str) -> Option<DateTime<Utc>> {
     let mut t = text.replacen(' ', "T", 1);
     if t.len() > 3 && t.as_bytes()[t.len() - 3] == b'+' {
         t.push_str(":00");
     }
-    DateTime::parse_from_rfc3339(&t).ok().map(|d| d.with_timezone(&Utc))
+    if let Ok(d) = DateTime::parse_from_rfc3339(&t) {
+        return Some(d.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|d| d.and_utc())
 }
 
 /// Asserts that every top-level field of each event's payload is stored in its row.
