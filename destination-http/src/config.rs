@@ -419,6 +419,42 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_millis(250));
     }
 
+    /// The runtime hands over a TOML table; every key type must come through it.
+    #[test]
+    fn parses_a_toml_table() {
+        let config: HttpConfig = toml::from_str(
+            r#"
+            url = "https://hooks.example.com/in"
+            method = "PUT"
+            body = "json_array"
+            timeout = "2s"
+            retry_statuses = [409, "5xx"]
+            signing_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+            idempotency_header = ""
+            max_in_flight = 2
+            auth = { username = "u", password = "p" }
+            headers = { "X-Source" = "destinations" }
+            params = { page = "1" }
+            resolve = { "hooks.example.com" = ["127.0.0.1", "::1"] }
+            circuit_breaker = { failures = 3, open_for = "1m" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.method, Method::Put);
+        assert_eq!(config.body, BodyMode::JsonArray);
+        assert_eq!(config.timeout, Duration::from_secs(2));
+        assert_eq!(
+            config.retry_statuses,
+            [StatusPattern::Code(409), StatusPattern::Class(5)]
+        );
+        assert_eq!(config.resolve["hooks.example.com"].len(), 2);
+        assert_eq!(
+            config.circuit_breaker.unwrap().open_for,
+            Duration::from_secs(60)
+        );
+        assert!(config.idempotency_header.is_empty());
+    }
+
     #[test]
     fn validation_names_the_key() {
         let base = || HttpConfig::new("http://x/");

@@ -150,3 +150,26 @@ async fn unsigned_without_secrets() {
     assert!(request.header("webhook-id").is_none());
     assert!(request.key().is_some());
 }
+
+#[tokio::test]
+async fn the_idempotency_header_is_configurable() {
+    let server = TestServer::start().await;
+    let config = HttpConfig::new(server.url("/"))
+        .with_idempotency_header("X-Request-Id")
+        .with_header("X-Request-Id", "from-config");
+    let dest = HttpDestination::new("named", config).unwrap();
+    let batch = Batch::new(None, github_events(1));
+    dest.deliver(&batch).await.unwrap();
+    let request = &server.received()[0];
+    let want = batch.events()[0].id.to_string();
+    assert_eq!(request.header("x-request-id"), Some(want.as_str()));
+    assert_eq!(request.header_count("x-request-id"), 1);
+    assert_eq!(request.key(), None);
+
+    let config = HttpConfig::new(server.url("/")).with_idempotency_header("");
+    let dest = HttpDestination::new("none", config).unwrap();
+    dest.deliver(&batch).await.unwrap();
+    let request = server.received().pop().unwrap();
+    assert_eq!(request.key(), None);
+    assert_eq!(request.header("x-request-id"), None);
+}
