@@ -297,19 +297,22 @@ impl Batcher for DefaultBatcher {
             Some(true) => {}
             Some(false) => ready.extend(self.take(&partition)),
             None => {
-                if self.open.len() >= self.limiter.config.max_partitions {
-                    if let Some(oldest) = self.oldest_partition() {
-                        ready.extend(self.take(&oldest));
-                    }
+                if self.open.len() >= self.limiter.config.max_partitions
+                    && let Some(oldest) = self.oldest_partition()
+                {
+                    ready.extend(self.take(&oldest));
                 }
             }
         }
 
-        let open = self.open.entry(partition.clone()).or_insert_with(|| OpenBatch {
-            events: Vec::new(),
-            bytes: 0,
-            opened: now,
-        });
+        let open = self
+            .open
+            .entry(partition.clone())
+            .or_insert_with(|| OpenBatch {
+                events: Vec::new(),
+                bytes: 0,
+                opened: now,
+            });
         open.events.push(event);
         open.bytes += size;
         self.pending += 1;
@@ -388,7 +391,11 @@ mod tests {
         let t0 = Instant::now();
         for (i, p) in ["a", "b", "c", "d"].iter().enumerate() {
             let now = t0 + Duration::from_millis(i as u64);
-            assert!(b.push(Some(p.to_string()), Event::new(json!(i)), now).unwrap().is_empty());
+            assert!(
+                b.push(Some(p.to_string()), Event::new(json!(i)), now)
+                    .unwrap()
+                    .is_empty()
+            );
         }
         let out = b.push(Some("e".into()), Event::new(json!(9)), t0).unwrap();
         assert_eq!(out.len(), 1);
@@ -406,13 +413,22 @@ mod tests {
 
     #[test]
     fn settings_override_defaults_and_are_validated() {
-        let s: BatchSettings = serde_json::from_str(r#"{"max_events": 7, "max_age": "5s"}"#).unwrap();
+        let s: BatchSettings =
+            serde_json::from_str(r#"{"max_events": 7, "max_age": "5s"}"#).unwrap();
         let c = BatchConfig::bulk().with_settings(&s).unwrap();
         assert_eq!(c.max_events, 7);
         assert_eq!(c.max_age, Duration::from_secs(5));
         assert_eq!(c.max_bytes, BatchConfig::bulk().max_bytes);
-        let zero = BatchSettings { max_events: Some(0), ..BatchSettings::default() };
-        assert!(BatchConfig::default().with_settings(&zero).unwrap_err().contains("max_events"));
+        let zero = BatchSettings {
+            max_events: Some(0),
+            ..BatchSettings::default()
+        };
+        assert!(
+            BatchConfig::default()
+                .with_settings(&zero)
+                .unwrap_err()
+                .contains("max_events")
+        );
     }
 
     // Events of varied sizes pushed at increasing times; each step is (size, gap in ms).

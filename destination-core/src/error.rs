@@ -127,7 +127,10 @@ impl DeliveryError {
     /// The message followed by every cause, joined by `": "`, for logs and dead letters.
     pub fn chain(&self) -> String {
         let mut text = self.message.clone();
-        let mut next = self.source.as_deref().map(|e| e as &(dyn StdError + 'static));
+        let mut next = self
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static));
         while let Some(err) = next {
             text.push_str(": ");
             text.push_str(&err.to_string());
@@ -156,7 +159,9 @@ impl fmt::Debug for DeliveryError {
 
 impl StdError for DeliveryError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 

@@ -166,6 +166,9 @@ mod tests {
     #[test]
     fn encoded_len_matches_serialized_payload() {
         let event = Event::new(json!({"name": "ünïcode", "n": [1, 2, 3]}));
-        assert_eq!(event.encoded_len(), serde_json::to_vec(&event.payload).unwrap().len());
+        assert_eq!(
+            event.encoded_len(),
+            serde_json::to_vec(&event.payload).unwrap().len()
+        );
     }
 }

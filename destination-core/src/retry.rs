@@ -158,9 +158,15 @@ mod tests {
     fn honours_retry_after_up_to_its_cap() {
         let p = RetryPolicy::default();
         let err = DeliveryError::rate_limited("slow down", Some(Duration::from_secs(7)));
-        assert_eq!(p.next_delay(1, Duration::ZERO, &err), Some(Duration::from_secs(7)));
+        assert_eq!(
+            p.next_delay(1, Duration::ZERO, &err),
+            Some(Duration::from_secs(7))
+        );
         let err = DeliveryError::rate_limited("slow down", Some(Duration::from_secs(3600)));
-        assert_eq!(p.next_delay(1, Duration::ZERO, &err), Some(p.max_retry_after));
+        assert_eq!(
+            p.next_delay(1, Duration::ZERO, &err),
+            Some(p.max_retry_after)
+        );
     }
 
     #[test]
@@ -170,7 +176,10 @@ mod tests {
         assert!(p.next_delay(9, Duration::ZERO, &err).is_some());
         assert_eq!(p.next_delay(10, Duration::ZERO, &err), None);
         assert_eq!(p.next_delay(1, p.deadline, &err), None);
-        assert_eq!(p.next_delay(1, Duration::ZERO, &DeliveryError::permanent("x")), None);
+        assert_eq!(
+            p.next_delay(1, Duration::ZERO, &DeliveryError::permanent("x")),
+            None
+        );
     }
 
     #[test]

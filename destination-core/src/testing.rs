@@ -164,7 +164,10 @@ pub async fn delivers_every_event_once(dest: &dyn Destination, read: &dyn ReadBa
     let batch = Batch::new(dest.partition_key(&events[0]), events);
     let ids: Vec<EventId> = batch.ids().collect();
     if let Err(e) = dest.deliver(&batch).await {
-        panic!("conformance (delivers every event once): delivery failed: {}", e.chain());
+        panic!(
+            "conformance (delivers every event once): delivery failed: {}",
+            e.chain()
+        );
     }
     assert_each_once(read, &ids, "delivers every event once").await;
 }
@@ -176,7 +179,10 @@ pub async fn redelivery_is_idempotent(dest: &dyn Destination, read: &dyn ReadBac
     let ids: Vec<EventId> = batch.ids().collect();
     for attempt in 1..=2 {
         if let Err(e) = dest.deliver(&batch).await {
-            panic!("conformance (redelivery): attempt {attempt} failed: {}", e.chain());
+            panic!(
+                "conformance (redelivery): attempt {attempt} failed: {}",
+                e.chain()
+            );
         }
     }
     assert_each_once(read, &ids, "redelivery is idempotent").await;
@@ -202,7 +208,10 @@ pub async fn health_check_passes(dest: &dyn Destination) {
 
 /// The default batch limits are valid and the name is not empty.
 pub fn describes_itself(dest: &dyn Destination) {
-    assert!(!dest.name().is_empty(), "conformance: the destination's name is empty");
+    assert!(
+        !dest.name().is_empty(),
+        "conformance: the destination's name is empty"
+    );
     if let Err(e) = dest.default_batch().validate() {
         panic!("conformance: default batch limits are invalid: {e}");
     }

@@ -27,8 +27,7 @@ fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "out/lake".into());
     let mut files = Vec::new();
-    parquet_files(Path::new(&dir), &mut files)
-        .map_err(|e| format!("cannot read {dir}: {e}"))?;
+    parquet_files(Path::new(&dir), &mut files).map_err(|e| format!("cannot read {dir}: {e}"))?;
     files.sort();
 
     let mut rows = 0;
@@ -39,10 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for batch in reader {
             let batch = batch?;
             file_rows += batch.num_rows();
-            if let Some(column) = batch.column_by_name("_event_id") {
-                if let Some(strings) = column.as_any().downcast_ref::<StringArray>() {
-                    ids.extend(strings.iter().flatten().map(str::to_owned));
-                }
+            if let Some(column) = batch.column_by_name("_event_id")
+                && let Some(strings) = column.as_any().downcast_ref::<StringArray>()
+            {
+                ids.extend(strings.iter().flatten().map(str::to_owned));
             }
         }
         rows += file_rows;

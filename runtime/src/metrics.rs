@@ -24,6 +24,9 @@ impl Counters {
     }
 }
 
+/// A counter's name, help text, and how to read it from a snapshot.
+type Counter = (&'static str, &'static str, fn(&Snapshot) -> u64);
+
 /// The runtime's metrics, one set of counters per destination.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -74,7 +77,7 @@ impl Metrics {
     /// Renders every counter, plus the queue's depth and oldest age, as Prometheus text.
     pub fn render(&self, queue: &dyn Queue) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, fn(&Snapshot) -> u64); 5] = [
+        let counters: [Counter; 5] = [
             ("events_queued_total", "Events durably queued.", |s| {
                 s.queued
             }),

@@ -36,7 +36,7 @@ async fn delivers_and_resolves_receipts() {
     let memory = Arc::new(MemoryDestination::new("m"));
     let runtime = Runtime::builder()
         .memory_queue()
-        .destination_with("m", memory.clone(), settings(3))
+        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings(3))
         .build()
         .await
         .unwrap();
@@ -66,7 +66,7 @@ async fn retries_then_delivers_and_counts_retries() {
     memory.fail_next(DeliveryError::retryable("flaky 2"));
     let runtime = Runtime::builder()
         .memory_queue()
-        .destination_with("m", memory.clone(), settings(5))
+        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings(5))
         .build()
         .await
         .unwrap();
@@ -93,7 +93,7 @@ async fn permanent_errors_dead_letter_and_replay_delivers() {
     memory.fail_next(DeliveryError::permanent("rejected by target"));
     let runtime = Runtime::builder()
         .memory_queue()
-        .destination_with("m", memory.clone(), settings(5))
+        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings(5))
         .build()
         .await
         .unwrap();
@@ -135,7 +135,7 @@ async fn gives_up_after_max_attempts() {
     }
     let runtime = Runtime::builder()
         .memory_queue()
-        .destination_with("m", memory.clone(), settings(3))
+        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings(3))
         .build()
         .await
         .unwrap();
@@ -185,7 +185,7 @@ async fn partial_rejection_dead_letters_only_the_rejected() {
     settings.batch.max_age = Some(Duration::from_secs(60));
     let runtime = Runtime::builder()
         .memory_queue()
-        .destination_with("p", picky.clone(), settings)
+        .destination_with("p", Arc::<Picky>::clone(&picky), settings)
         .build()
         .await
         .unwrap();
@@ -214,7 +214,7 @@ async fn a_dropped_scope_queues_nothing() {
     let memory = Arc::new(MemoryDestination::new("m"));
     let runtime = Runtime::builder()
         .memory_queue()
-        .destination_with("m", memory.clone(), settings(1))
+        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings(1))
         .build()
         .await
         .unwrap();
@@ -261,8 +261,8 @@ async fn a_hanging_destination_does_not_stall_others() {
     let runtime = Runtime::builder()
         .memory_queue()
         .shutdown_deadline(Duration::from_millis(200))
-        .destination_with("m", memory.clone(), settings(1))
-        .destination_with("h", hanging.clone(), settings(1))
+        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings(1))
+        .destination_with("h", Arc::<Hanging>::clone(&hanging), settings(1))
         .build()
         .await
         .unwrap();
@@ -311,7 +311,7 @@ async fn rate_limits_pause_the_whole_destination() {
     settings.batch.max_events = Some(1);
     let runtime = Runtime::builder()
         .memory_queue()
-        .destination_with("t", throttled.clone(), settings)
+        .destination_with("t", Arc::<Throttled>::clone(&throttled), settings)
         .build()
         .await
         .unwrap();
@@ -351,7 +351,7 @@ async fn shutdown_keeps_undelivered_events_for_the_next_start() {
     let runtime = Runtime::builder()
         .queue(queue.clone())
         .shutdown_deadline(Duration::from_millis(100))
-        .destination_with("d", hanging.clone(), settings(1))
+        .destination_with("d", Arc::<Hanging>::clone(&hanging), settings(1))
         .build()
         .await
         .unwrap();
@@ -365,7 +365,7 @@ async fn shutdown_keeps_undelivered_events_for_the_next_start() {
     let memory = Arc::new(MemoryDestination::new("d"));
     let runtime = Runtime::builder()
         .queue(queue)
-        .destination_with("d", memory.clone(), settings(1))
+        .destination_with("d", Arc::<MemoryDestination>::clone(&memory), settings(1))
         .build()
         .await
         .unwrap();
