@@ -369,7 +369,7 @@ async fn shutdown_keeps_undelivered_events_for_the_next_start() {
         .build()
         .await
         .unwrap();
-    for _ in 0..300 {
+    for _ in 0..2000 {
         if memory.events().len() == ids.len() {
             break;
         }
