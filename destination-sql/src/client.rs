@@ -86,7 +86,8 @@ impl Client {
                 Self::MySql(LazyPool::new(options, settings), mysql::Flavor::default())
             }
             Dialect::Sqlite => {
-                let (options, settings) = sqlite::options(url, settings(config)).map_err(invalid)?;
+                let (options, settings) =
+                    sqlite::options(url, settings(config)).map_err(invalid)?;
                 Self::Sqlite(LazyPool::new(options, settings))
             }
         })
@@ -112,7 +113,9 @@ impl Client {
     /// The table's columns from the catalog, or `None` when the table does not exist.
     pub(crate) async fn read_columns(&self, table: &str) -> Result<Option<Columns>, sqlx::Error> {
         match self {
-            Self::Postgres(p) => postgres::read_columns(&mut *p.get().acquire().await?, table).await,
+            Self::Postgres(p) => {
+                postgres::read_columns(&mut *p.get().acquire().await?, table).await
+            }
             Self::MySql(p, flavor) => {
                 let mut conn = p.get().acquire().await?;
                 let flavor = flavor.get(&mut conn).await?;
@@ -161,7 +164,9 @@ impl Client {
         match self {
             Self::Postgres(p) => {
                 let sql = sql.replace('?', "$1");
-                let done = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff).execute(p.get());
+                let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(cutoff)
+                    .execute(p.get());
                 Ok(done.await?.rows_affected())
             }
             Self::MySql(p, _) => {

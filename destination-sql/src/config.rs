@@ -50,7 +50,10 @@ pub struct SqlConfig {
     pub max_connections: u32,
     /// How long a delivery waits for a connection before it fails as retryable
     /// (default `"30s"`).
-    #[serde(default = "default_acquire_timeout", with = "destination_core::duration")]
+    #[serde(
+        default = "default_acquire_timeout",
+        with = "destination_core::duration"
+    )]
     pub acquire_timeout: Duration,
 }
 
@@ -248,9 +251,17 @@ mod tests {
     #[test]
     fn bad_options_are_named() {
         let config = SqlConfig::new("postgres://127.0.0.1/db");
-        let err = config.clone().with_max_connections(0).validate().unwrap_err();
+        let err = config
+            .clone()
+            .with_max_connections(0)
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("max_connections"), "{err}");
-        let err = config.clone().with_retention_days(0).validate().unwrap_err();
+        let err = config
+            .clone()
+            .with_retention_days(0)
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("retention_days"), "{err}");
         let err = config.with_table("bad-name").validate().unwrap_err();
         assert!(err.to_string().contains("bad-name"), "{err}");
@@ -263,7 +274,16 @@ mod tests {
             validate_table(d, good).unwrap();
         }
         let long = "t".repeat(64);
-        for bad in ["", "1abc", "a-b", "a b", "a;drop", "ta\"ble", "été", long.as_str()] {
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "a;drop",
+            "ta\"ble",
+            "été",
+            long.as_str(),
+        ] {
             assert!(validate_table(d, bad).is_err(), "{bad:?}");
         }
         validate_table(Dialect::MySql, &long).unwrap();

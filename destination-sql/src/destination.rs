@@ -180,8 +180,15 @@ impl SqlDestination {
     }
 
     /// Delivers the events of one table.
-    async fn deliver_table(&self, table: &str, events: &[&Event]) -> Result<Refused, DeliveryError> {
-        let all: Vec<Fields<'_>> = events.iter().map(|e| fields(self.dialect, &e.payload)).collect();
+    async fn deliver_table(
+        &self,
+        table: &str,
+        events: &[&Event],
+    ) -> Result<Refused, DeliveryError> {
+        let all: Vec<Fields<'_>> = events
+            .iter()
+            .map(|e| fields(self.dialect, &e.payload))
+            .collect();
         let needs = needs(&all);
         let mut retried = false;
         loop {
@@ -218,7 +225,9 @@ impl SqlDestination {
         };
         {
             let mut runs = lock(&self.retention_runs);
-            let due = runs.get(table).is_none_or(|t| t.elapsed() >= RETENTION_INTERVAL);
+            let due = runs
+                .get(table)
+                .is_none_or(|t| t.elapsed() >= RETENTION_INTERVAL);
             if !due {
                 return;
             }

@@ -117,9 +117,7 @@ fn classify_mysql(number: u16) -> Class {
         1044 | 1045 | 1049 | 1142 | 1143 | 1227 | 1290 | 1698 | 1792 => Class::Config,
         // Column cannot be null, out of range, truncated, incorrect value, data too long,
         // value out of range, invalid JSON, check constraint, row too large.
-        1048 | 1264 | 1265 | 1292 | 1366 | 1367 | 1406 | 1690 | 3140 | 4025 | 1118 => {
-            Class::Rows
-        }
+        1048 | 1264 | 1265 | 1292 | 1366 | 1367 | 1406 | 1690 | 3140 | 4025 | 1118 => Class::Rows,
         _ => Class::Permanent,
     }
 }
@@ -202,9 +200,15 @@ mod tests {
         assert_eq!(classify_mysql(1045), Class::Config);
         assert_eq!(classify_mysql(1054), Class::Stale);
         assert_eq!(classify_sqlite(5, "database is locked"), Class::Retryable);
-        assert_eq!(classify_sqlite(1299, "NOT NULL constraint failed"), Class::Rows);
+        assert_eq!(
+            classify_sqlite(1299, "NOT NULL constraint failed"),
+            Class::Rows
+        );
         assert_eq!(classify_sqlite(1, "no such table: t"), Class::Stale);
-        assert_eq!(classify_sqlite(1, "near \"x\": syntax error"), Class::Permanent);
+        assert_eq!(
+            classify_sqlite(1, "near \"x\": syntax error"),
+            Class::Permanent
+        );
     }
 
     #[test]

@@ -206,9 +206,18 @@ mod tests {
         assert_eq!(Cell::new(&json!(3), Kind::Float), Cell::Float(3.0));
         assert_eq!(Cell::new(&json!(3), Kind::Text), Cell::Text("3".into()));
         assert_eq!(Cell::new(&json!("a"), Kind::Text), Cell::Text("a".into()));
-        assert_eq!(Cell::new(&json!("a"), Kind::Json), Cell::Text("\"a\"".into()));
-        assert_eq!(Cell::new(&json!(true), Kind::Json), Cell::Text("true".into()));
-        assert_eq!(Cell::new(&json!({"a": [1]}), Kind::Text), Cell::Text("{\"a\":[1]}".into()));
+        assert_eq!(
+            Cell::new(&json!("a"), Kind::Json),
+            Cell::Text("\"a\"".into())
+        );
+        assert_eq!(
+            Cell::new(&json!(true), Kind::Json),
+            Cell::Text("true".into())
+        );
+        assert_eq!(
+            Cell::new(&json!({"a": [1]}), Kind::Text),
+            Cell::Text("{\"a\":[1]}".into())
+        );
         assert_eq!(Cell::new(&json!(null), Kind::Int), Cell::Null);
         let text = json!("2020-01-01T02:00:00+02:00");
         let t = Cell::new(&text, Kind::Timestamp);

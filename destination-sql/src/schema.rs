@@ -148,7 +148,10 @@ where
             *name = hashed_name(dialect, key);
         }
     }
-    named.into_iter().map(|(key, name, _)| (key, name)).collect()
+    named
+        .into_iter()
+        .map(|(key, name, _)| (key, name))
+        .collect()
 }
 
 /// The lower-case name of a plain key, if it is plain and fits.
@@ -241,7 +244,11 @@ mod tests {
         assert!(name(d, "rocket🚀").starts_with("rocket__"));
         assert!(name(d, "_event_id").starts_with("_event_id_"));
         assert!(name(d, "_SENT_AT").starts_with("_sent_at_"));
-        assert_eq!(name(d, "with space"), name(d, "with space"), "deterministic");
+        assert_eq!(
+            name(d, "with space"),
+            name(d, "with space"),
+            "deterministic"
+        );
     }
 
     #[test]
@@ -282,8 +289,14 @@ mod tests {
         assert_eq!(Kind::of(&json!(-3)), Some(Kind::Int));
         assert_eq!(Kind::of(&json!(u64::MAX)), Some(Kind::Text));
         assert_eq!(Kind::of(&json!(1.5)), Some(Kind::Float));
-        assert_eq!(Kind::of(&json!("2019-05-15T15:20:30Z")), Some(Kind::Timestamp));
-        assert_eq!(Kind::of(&json!("2019-05-15T15:20:30.5+02:00")), Some(Kind::Timestamp));
+        assert_eq!(
+            Kind::of(&json!("2019-05-15T15:20:30Z")),
+            Some(Kind::Timestamp)
+        );
+        assert_eq!(
+            Kind::of(&json!("2019-05-15T15:20:30.5+02:00")),
+            Some(Kind::Timestamp)
+        );
         assert_eq!(Kind::of(&json!("2019-05-15")), Some(Kind::Text));
         assert_eq!(Kind::of(&json!("not a timestamp at all")), Some(Kind::Text));
         assert_eq!(Kind::of(&json!([1])), Some(Kind::Json));

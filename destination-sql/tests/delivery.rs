@@ -59,7 +59,10 @@ async fn github_payloads_round_trip(db: Db) {
         };
         // MariaDB prints display widths (`bigint(20)`), MySQL 8 does not.
         let found = types.get(column).map(String::as_str).unwrap_or("missing");
-        assert!(found.starts_with(wanted), "{column}: {found}, expected {wanted}");
+        assert!(
+            found.starts_with(wanted),
+            "{column}: {found}, expected {wanted}"
+        );
     };
     expect("action", "text", "longtext");
     expect("number", "bigint", "bigint");
@@ -93,13 +96,20 @@ async fn github_event_names_as_tables(db: Db) {
             .push(event.clone());
     }
     for (partition, events) in batches {
-        dest.deliver(&Batch::new(partition, events)).await.expect("partitioned batch");
+        dest.deliver(&Batch::new(partition, events))
+            .await
+            .expect("partitioned batch");
     }
-    dest.deliver(&Batch::new(None, mixed.to_vec())).await.expect("mixed batch");
+    dest.deliver(&Batch::new(None, mixed.to_vec()))
+        .await
+        .expect("mixed batch");
 
     let mut expected: HashMap<String, Vec<Event>> = HashMap::new();
     for event in &events {
-        let table = event.attribute_str(TABLE_ATTRIBUTE).expect("table").to_owned();
+        let table = event
+            .attribute_str(TABLE_ATTRIBUTE)
+            .expect("table")
+            .to_owned();
         expected.entry(table).or_default().push(event.clone());
     }
     assert!(expected.len() > 50, "many event types");
@@ -123,11 +133,17 @@ async fn redelivery_never_duplicates(db: Db) {
         dest.deliver(&batch).await.expect("delivery");
     }
     let fresh = SqlDestination::new("again", db.config(&table)).expect("config");
-    fresh.deliver(&batch).await.expect("redelivery by a new destination");
+    fresh
+        .deliver(&batch)
+        .await
+        .expect("redelivery by a new destination");
     // A batch that overlaps the first one: only the new half adds rows.
     let mut overlap = events[60..].to_vec();
     overlap.extend(sample_events(30));
-    fresh.deliver(&Batch::new(None, overlap.clone())).await.expect("overlap");
+    fresh
+        .deliver(&Batch::new(None, overlap.clone()))
+        .await
+        .expect("overlap");
 
     let mut ids = db.ids(&table).await.expect("ids");
     ids.sort();
@@ -150,7 +166,9 @@ async fn non_object_payloads_use_the_value_column(db: Db) {
         Event::new(json!(null)),
     ];
     let dest = db.destination(&table);
-    dest.deliver(&Batch::new(None, events.clone())).await.expect("delivery");
+    dest.deliver(&Batch::new(None, events.clone()))
+        .await
+        .expect("delivery");
     let rows = db.rows_by_id(&table).await;
     assert_eq!(rows.len(), 4);
     assert_payloads_stored(db.dialect, &events, &rows);

@@ -32,11 +32,20 @@ async fn refused_rows_are_rejected_alone(db: Db) {
         Dialect::MySql => ("CHAR(36) PRIMARY KEY", "DATETIME(6) NOT NULL", "BIGINT"),
         _ => ("TEXT PRIMARY KEY NOT NULL", "TEXT NOT NULL", "INTEGER"),
     };
-    db.exec(&format!(
-        "CREATE TABLE {} (\"_event_id\" {id}, \"_sent_at\" {sent}, n {n}, CHECK (n >= 0))",
-        db.quote(&table)
+    db.exec(
+        &format!(
+            "CREATE TABLE {} (\"_event_id\" {id}, \"_sent_at\" {sent}, n {n}, CHECK (n >= 0))",
+            db.quote(&table)
+        )
+        .replace(
+            '"',
+            if db.dialect == Dialect::MySql {
+                "`"
+            } else {
+                "\""
+            },
+        ),
     )
-    .replace('"', if db.dialect == Dialect::MySql { "`" } else { "\"" }))
     .await;
 
     let bad = [7, 23, 41];
@@ -51,12 +60,19 @@ async fn refused_rows_are_rejected_alone(db: Db) {
 
     let dest = db.destination(&table);
     for attempt in 0..2 {
-        let err = dest.deliver(&batch).await.expect_err("three rows break the check");
+        let err = dest
+            .deliver(&batch)
+            .await
+            .expect_err("three rows break the check");
         assert_eq!(err.kind(), &ErrorKind::Permanent, "{}", err.chain());
-        let rejected: BTreeSet<EventId> = err.rejected().expect("a subset").iter().copied().collect();
+        let rejected: BTreeSet<EventId> =
+            err.rejected().expect("a subset").iter().copied().collect();
         assert_eq!(rejected, expected, "attempt {attempt}");
         let message = err.chain().to_lowercase();
-        assert!(message.contains("3 of 50") && message.contains("check"), "{message}");
+        assert!(
+            message.contains("3 of 50") && message.contains("check"),
+            "{message}"
+        );
     }
     let stored: Vec<Event> = events
         .iter()
@@ -72,7 +88,7 @@ async fn refused_rows_are_rejected_alone(db: Db) {
 async fn invalid_table_attributes_reject_only_their_events(db: Db) {
     let table = db.table("attr");
     let good: Vec<Event> = (0..5).map(|i| Event::new(json!({"i": i}))).collect();
-    let bad = vec![
+    let bad = [
         Event::new(json!({"i": 10})).with_attribute(TABLE_ATTRIBUTE, "bad-name"),
         Event::new(json!({"i": 11})).with_attribute(TABLE_ATTRIBUTE, 42),
         Event::new(json!({"i": 12})).with_attribute(TABLE_ATTRIBUTE, "x".repeat(70)),
@@ -89,7 +105,11 @@ async fn invalid_table_attributes_reject_only_their_events(db: Db) {
     assert_eq!(err.kind(), &ErrorKind::Permanent);
     let rejected: BTreeSet<EventId> = err.rejected().expect("subset").iter().copied().collect();
     assert_eq!(rejected, bad.iter().map(|e| e.id).collect());
-    assert!(err.message().contains("invalid table name"), "{}", err.message());
+    assert!(
+        err.message().contains("invalid table name"),
+        "{}",
+        err.message()
+    );
     let rows = db.rows_by_id(&table).await;
     assert_eq!(rows.len(), 5);
     assert_payloads_stored(db.dialect, &good, &rows);
@@ -112,16 +132,29 @@ async fn connection_cut_mid_batch_is_retryable_and_leaves_nothing(db: Db) {
     let events = github_events();
     let batch = Batch::new(None, events.clone());
     // Create the table and most columns first, so that the cut lands in the bulk write.
-    dest.deliver(&Batch::new(None, events[..100].to_vec())).await.expect("warm-up");
-    dest.deliver(&Batch::new(None, events[..5].to_vec())).await.expect("warm-up");
+    dest.deliver(&Batch::new(None, events[..100].to_vec()))
+        .await
+        .expect("warm-up");
+    dest.deliver(&Batch::new(None, events[..5].to_vec()))
+        .await
+        .expect("warm-up");
 
     proxy.cut_after(256 * 1024);
-    let err = dest.deliver(&batch).await.expect_err("the connection was cut");
+    let err = dest
+        .deliver(&batch)
+        .await
+        .expect_err("the connection was cut");
     assert_eq!(proxy.cuts(), 1, "the proxy cut the connections");
     assert!(err.is_retryable(), "{}", err.chain());
-    assert_eq!(db.ids(&table).await.expect("ids").len(), 100, "the cut write left nothing");
+    assert_eq!(
+        db.ids(&table).await.expect("ids").len(),
+        100,
+        "the cut write left nothing"
+    );
 
-    dest.deliver(&batch).await.expect("the retry reconnects and succeeds");
+    dest.deliver(&batch)
+        .await
+        .expect("the retry reconnects and succeeds");
     let rows = db.rows_by_id(&table).await;
     assert_eq!(rows.len(), 420);
     assert_payloads_stored(db.dialect, &events, &rows);
@@ -141,7 +174,10 @@ async fn unreachable_database_fails_health_check(db: Db) {
     };
     let config = SqlConfig::new(url).with_acquire_timeout(Duration::from_secs(2));
     let dest = SqlDestination::new("down", config).expect("config is valid without I/O");
-    let health = dest.health_check().await.expect_err("nothing to connect to");
+    let health = dest
+        .health_check()
+        .await
+        .expect_err("nothing to connect to");
     let delivery = dest
         .deliver(&Batch::new(None, vec![Event::new(json!({"a": 1}))]))
         .await
@@ -161,24 +197,37 @@ async fn retention_deletes_old_rows_at_most_hourly(db: Db) {
         sent_at: Utc::now() - chrono::Duration::days(10) + chrono::Duration::seconds(i),
         ..Event::new(json!({"age": "old", "i": i}))
     };
-    let recent: Vec<Event> = (0..5).map(|i| Event::new(json!({"age": "new", "i": i}))).collect();
+    let recent: Vec<Event> = (0..5)
+        .map(|i| Event::new(json!({"age": "new", "i": i})))
+        .collect();
     let mut first: Vec<Event> = (0..5).map(old).collect();
     first.extend(recent.iter().cloned());
 
     let config = db.config(&table).with_retention_days(3);
     let dest = SqlDestination::new("retention", config.clone()).expect("config");
-    dest.deliver(&Batch::new(None, first)).await.expect("delivery");
+    dest.deliver(&Batch::new(None, first))
+        .await
+        .expect("delivery");
     let mut ids = db.ids(&table).await.expect("ids");
     ids.sort();
-    assert_eq!(ids, recent.iter().map(|e| e.id).collect::<Vec<_>>(), "old rows deleted");
+    assert_eq!(
+        ids,
+        recent.iter().map(|e| e.id).collect::<Vec<_>>(),
+        "old rows deleted"
+    );
 
     // Within the hour the same destination does not delete again...
     let late: Vec<Event> = (10..13).map(old).collect();
-    dest.deliver(&Batch::new(None, late)).await.expect("delivery");
+    dest.deliver(&Batch::new(None, late))
+        .await
+        .expect("delivery");
     assert_eq!(db.ids(&table).await.expect("ids").len(), 8);
     // ...while another one (another process) does on its first delivery.
     let other = SqlDestination::new("retention-2", config).expect("config");
-    other.deliver(&Batch::new(None, recent.clone())).await.expect("delivery");
+    other
+        .deliver(&Batch::new(None, recent.clone()))
+        .await
+        .expect("delivery");
     assert_eq!(db.ids(&table).await.expect("ids").len(), 5);
     db.drop_table(&table).await;
 }
@@ -192,7 +241,11 @@ async fn postgres_rejects_nul_characters_alone() {
     let table = db.table("nul");
     let events: Vec<Event> = (0..20)
         .map(|i| {
-            let s = if i == 13 { "nul \u{0} inside".to_owned() } else { format!("fine {i}") };
+            let s = if i == 13 {
+                "nul \u{0} inside".to_owned()
+            } else {
+                format!("fine {i}")
+            };
             Event::new(json!({"s": s, "i": i}))
         })
         .collect();
@@ -201,7 +254,12 @@ async fn postgres_rejects_nul_characters_alone() {
         .deliver(&Batch::new(None, events.clone()))
         .await
         .expect_err("the NUL is refused");
-    assert_eq!(err.rejected(), Some(&[events[13].id][..]), "{}", err.chain());
+    assert_eq!(
+        err.rejected(),
+        Some(&[events[13].id][..]),
+        "{}",
+        err.chain()
+    );
     assert!(err.chain().contains("0x00"), "{}", err.chain());
     assert_eq!(db.rows(&table).await.len(), 19);
     db.drop_table(&table).await;

@@ -32,7 +32,9 @@ async fn fields_changing_type_widen_their_column(db: Db) {
     // Both types in one batch: the column is created wide at once.
     let third = vec![Event::new(json!({"g": 1})), Event::new(json!({"g": "x"}))];
     // Narrower values still fit widened columns.
-    let fourth = vec![Event::new(json!({"a": 7, "b": false, "c": {"y": [2]}, "g": 3}))];
+    let fourth = vec![Event::new(
+        json!({"a": 7, "b": false, "c": {"y": [2]}, "g": 3}),
+    )];
     for batch in [&first, &second, &third, &fourth] {
         deliver(&dest, batch).await;
     }
@@ -71,7 +73,11 @@ async fn fields_changing_type_widen_their_column(db: Db) {
     };
     for (column, ty) in expected {
         let found = types.get(*column).map(String::as_str).unwrap_or("missing");
-        assert!(found.starts_with(ty), "{:?} {column}: {found}, expected {ty}", db.dialect);
+        assert!(
+            found.starts_with(ty),
+            "{:?} {column}: {found}, expected {ty}",
+            db.dialect
+        );
     }
 
     let all: Vec<Event> = [first, second, third, fourth].concat();
@@ -102,11 +108,18 @@ async fn racing_writers_add_different_columns(db: Db) {
         };
         let from_a = events("a", json!(round));
         let from_b = events("b", json!(format!("text {round}")));
-        let (batch_a, batch_b) = (Batch::new(None, from_a.clone()), Batch::new(None, from_b.clone()));
+        let (batch_a, batch_b) = (
+            Batch::new(None, from_a.clone()),
+            Batch::new(None, from_b.clone()),
+        );
         let (ra, rb) = tokio::join!(a.deliver(&batch_a), b.deliver(&batch_b));
         for (writer, result) in [("a", ra), ("b", rb)] {
             if let Err(e) = result {
-                panic!("{:?} round {round} writer {writer}: {}", db.dialect, e.chain());
+                panic!(
+                    "{:?} round {round} writer {writer}: {}",
+                    db.dialect,
+                    e.chain()
+                );
             }
         }
         all.extend(from_a);
@@ -117,7 +130,10 @@ async fn racing_writers_add_different_columns(db: Db) {
     for writer in ["a", "b"] {
         for round in 0..6 {
             let (text, number) = (format!("{writer}_{round}"), format!("{writer}_n_{round}"));
-            assert!(types.contains_key(&text) && types.contains_key(&number), "{text}");
+            assert!(
+                types.contains_key(&text) && types.contains_key(&number),
+                "{text}"
+            );
         }
     }
     let rows = db.rows_by_id(&table).await;
@@ -138,10 +154,38 @@ async fn awkward_keys_become_valid_columns(db: Db) {
     let long_b = format!("{}b", "p".repeat(80));
     let injection = format!("x; DROP TABLE {canary};--");
     let keys: Vec<&str> = vec![
-        "select", "from", "order", "group", "user", "table", "limit", "a\"b", "it's",
-        &injection, "with space", "ünïcödé", "emoji🚀", "", "1st", &long_k, &long_e, &long_a,
-        &long_b, "ID", "id", "_event_id", "_sent_at", "back`tick", "percent%s", "question?",
-        "dollar$1", "CamelCase", "tab\there", "new\nline", "dot.ted", "back\\slash",
+        "select",
+        "from",
+        "order",
+        "group",
+        "user",
+        "table",
+        "limit",
+        "a\"b",
+        "it's",
+        &injection,
+        "with space",
+        "ünïcödé",
+        "emoji🚀",
+        "",
+        "1st",
+        &long_k,
+        &long_e,
+        &long_a,
+        &long_b,
+        "ID",
+        "id",
+        "_event_id",
+        "_sent_at",
+        "back`tick",
+        "percent%s",
+        "question?",
+        "dollar$1",
+        "CamelCase",
+        "tab\there",
+        "new\nline",
+        "dot.ted",
+        "back\\slash",
         "nul\u{0}byte",
     ];
     let event = |n: i64| {
@@ -149,13 +193,21 @@ async fn awkward_keys_become_valid_columns(db: Db) {
             .iter()
             .enumerate()
             .map(|(j, key)| {
-                let value = if j % 2 == 0 { json!(n * 100 + j as i64) } else { json!(format!("v{n}-{j}")) };
+                let value = if j % 2 == 0 {
+                    json!(n * 100 + j as i64)
+                } else {
+                    json!(format!("v{n}-{j}"))
+                };
                 ((*key).to_owned(), value)
             })
             .collect();
         Event::new(Value::Object(map))
     };
-    let events = vec![event(1), event(2), Event::new(json!({"select": 5, "id": 6, "ID": 7}))];
+    let events = vec![
+        event(1),
+        event(2),
+        Event::new(json!({"select": 5, "id": 6, "ID": 7})),
+    ];
     deliver(&db.destination(&table), &events).await;
 
     let names = column_names(db.dialect, keys.iter().copied());
@@ -166,20 +218,38 @@ async fn awkward_keys_become_valid_columns(db: Db) {
     let types = db.column_types(&table).await;
     assert_eq!(types.len(), keys.len() + 2, "{:?}", types.keys());
     for (key, column) in &names {
-        assert!(types.contains_key(column), "{key:?}: column {column:?} missing");
+        assert!(
+            types.contains_key(column),
+            "{key:?}: column {column:?} missing"
+        );
         match db.dialect {
             Dialect::MySql => assert!(column.chars().count() <= 64, "{column}"),
             _ => assert!(column.len() <= 63, "{column}"),
         }
     }
-    for plain in ["select", "from", "order", "user", "table", "id", "camelcase", "ünïcödé"] {
-        assert!(types.contains_key(plain), "plain key {plain} keeps its name");
+    for plain in [
+        "select",
+        "from",
+        "order",
+        "user",
+        "table",
+        "id",
+        "camelcase",
+        "ünïcödé",
+    ] {
+        assert!(
+            types.contains_key(plain),
+            "plain key {plain} keeps its name"
+        );
     }
 
     let rows = db.rows_by_id(&table).await;
     assert_eq!(rows.len(), 3);
     assert_payloads_stored(db.dialect, &events, &rows);
-    assert!(db.column_types(&canary).await.contains_key("x"), "canary table survived");
+    assert!(
+        db.column_types(&canary).await.contains_key("x"),
+        "canary table survived"
+    );
     db.drop_table(&table).await;
     db.drop_table(&canary).await;
 }

@@ -54,7 +54,9 @@ impl Flavor {
         if let Some(maria) = self.0.get() {
             return Ok(*maria);
         }
-        let version: String = sqlx::query_scalar("SELECT VERSION()").fetch_one(conn).await?;
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(conn)
+            .await?;
         let maria = version.to_ascii_lowercase().contains("mariadb");
         Ok(*self.0.get_or_init(|| maria))
     }
@@ -129,12 +131,11 @@ pub(super) async fn evolve(
     let mut conn = pool.acquire().await?;
     let maria = flavor.get(&mut conn).await?;
 
-    let locked: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT GET_LOCK({LOCK_NAME}, 30)"
-    )))
-    .bind(table)
-    .fetch_one(&mut *conn)
-    .await?;
+    let locked: Option<i64> =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT GET_LOCK({LOCK_NAME}, 30)")))
+            .bind(table)
+            .fetch_one(&mut *conn)
+            .await?;
     if locked != Some(1) {
         return Err(sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,

@@ -61,9 +61,15 @@ pub(super) async fn read_columns(
     ))
 }
 
-pub(super) async fn evolve(pool: &PgPool, table: &str, needs: &Needs) -> Result<Columns, sqlx::Error> {
+pub(super) async fn evolve(
+    pool: &PgPool,
+    table: &str,
+    needs: &Needs,
+) -> Result<Columns, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL lock_timeout = '30s'")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(LOCK_NAMESPACE)
         .bind(table)
@@ -153,7 +159,9 @@ pub(super) async fn insert(
     sqlx::query(AssertSqlSafe(create)).execute(&mut *tx).await?;
 
     let mut copy = tx
-        .copy_in_raw(&format!("COPY {load} ({names}) FROM STDIN WITH (FORMAT csv)"))
+        .copy_in_raw(&format!(
+            "COPY {load} ({names}) FROM STDIN WITH (FORMAT csv)"
+        ))
         .await?;
     for chunk in csv.as_bytes().chunks(COPY_CHUNK) {
         copy.send(chunk).await?;

@@ -181,7 +181,9 @@ pub(super) async fn insert(
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for row in part {
-            query = query.bind(row.id.to_string()).bind(timestamp_text(&row.sent_at));
+            query = query
+                .bind(row.id.to_string())
+                .bind(timestamp_text(&row.sent_at));
             for cell in &row.cells {
                 query = bind(query, cell);
             }

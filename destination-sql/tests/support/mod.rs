@@ -36,14 +36,23 @@ impl Db {
     /// The PostgreSQL peer, or `None` (test skipped) when it is not configured.
     pub async fn postgres(test: &str) -> Option<Self> {
         let url = peer("DESTINATIONS_TEST_POSTGRES_URL", test)?;
-        let pool = sqlx::PgPool::connect(&url).await.expect("connect to the PostgreSQL peer");
-        Some(Self::with(Dialect::Postgres, url, Pool::Postgres(pool), None))
+        let pool = sqlx::PgPool::connect(&url)
+            .await
+            .expect("connect to the PostgreSQL peer");
+        Some(Self::with(
+            Dialect::Postgres,
+            url,
+            Pool::Postgres(pool),
+            None,
+        ))
     }
 
     /// The MySQL/MariaDB peer, or `None` (test skipped) when it is not configured.
     pub async fn mysql(test: &str) -> Option<Self> {
         let url = peer("DESTINATIONS_TEST_MYSQL_URL", test)?;
-        let pool = sqlx::MySqlPool::connect(&url).await.expect("connect to the MySQL peer");
+        let pool = sqlx::MySqlPool::connect(&url)
+            .await
+            .expect("connect to the MySQL peer");
         Some(Self::with(Dialect::MySql, url, Pool::MySql(pool), None))
     }
 
@@ -55,7 +64,12 @@ impl Db {
         let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
             .await
             .expect("open the SQLite file");
-        Some(Self::with(Dialect::Sqlite, url, Pool::Sqlite(pool), Some(dir)))
+        Some(Self::with(
+            Dialect::Sqlite,
+            url,
+            Pool::Sqlite(pool),
+            Some(dir),
+        ))
     }
 
     fn with(dialect: Dialect, url: String, pool: Pool, dir: Option<tempfile::TempDir>) -> Self {
@@ -72,7 +86,11 @@ impl Db {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let nanos = Utc::now().timestamp_subsec_nanos();
-        format!("t_{tag}_{:x}{:x}{n:x}", std::process::id() & 0xffff, nanos & 0xfffff)
+        format!(
+            "t_{tag}_{:x}{:x}{n:x}",
+            std::process::id() & 0xffff,
+            nanos & 0xfffff
+        )
     }
 
     pub fn config(&self, table: &str) -> SqlConfig {
@@ -102,7 +120,8 @@ impl Db {
     }
 
     pub async fn drop_table(&self, table: &str) {
-        self.exec(&format!("DROP TABLE IF EXISTS {}", self.quote(table))).await;
+        self.exec(&format!("DROP TABLE IF EXISTS {}", self.quote(table)))
+            .await;
     }
 
     /// Every row, in `_event_id` order, with each cell decoded by its column type.
@@ -124,8 +143,13 @@ impl Db {
             Pool::Sqlite(_) => {
                 // A fresh connection: sqlx-sqlite 0.9 panics on `SELECT *` when a pooled
                 // connection prepares it against a schema another connection has changed.
-                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("open");
-                let rows = sqlx::query(sql).fetch_all(&mut conn).await.expect("select rows");
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open");
+                let rows = sqlx::query(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("select rows");
                 rows.iter().map(|r| decode_row(r, sqlite_cell)).collect()
             }
         }
@@ -137,7 +161,11 @@ impl Db {
             .await
             .into_iter()
             .map(|row| {
-                let id = row["_event_id"].as_str().expect("id is text").parse().expect("uuid");
+                let id = row["_event_id"]
+                    .as_str()
+                    .expect("id is text")
+                    .parse()
+                    .expect("uuid");
                 (id, row)
             })
             .collect()
@@ -148,7 +176,11 @@ impl Db {
         let sql = AssertSqlSafe(format!(
             "SELECT CAST({} AS {}) FROM {}",
             self.quote("_event_id"),
-            if self.dialect == Dialect::MySql { "CHAR" } else { "TEXT" },
+            if self.dialect == Dialect::MySql {
+                "CHAR"
+            } else {
+                "TEXT"
+            },
             self.quote(table)
         ));
         let ids: Vec<String> = match &self.pool {
@@ -157,7 +189,9 @@ impl Db {
             Pool::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await,
         }
         .map_err(|e| e.to_string())?;
-        ids.iter().map(|s| s.parse().map_err(|e| format!("{s}: {e}"))).collect()
+        ids.iter()
+            .map(|s| s.parse().map_err(|e| format!("{s}: {e}")))
+            .collect()
     }
 
     /// Column name to lower-case declared type, from the catalog.
@@ -190,7 +224,9 @@ impl Db {
             }
         }
         .expect("read the catalog");
-        rows.into_iter().map(|(n, t)| (n, t.to_lowercase())).collect()
+        rows.into_iter()
+            .map(|(n, t)| (n, t.to_lowercase()))
+            .collect()
     }
 }
 
@@ -208,11 +244,20 @@ where
 fn pg_cell(row: &sqlx::postgres::PgRow, i: usize, ty: &str) -> Value {
     let text = |t: Option<String>| t.map_or(Value::Null, Value::String);
     match ty {
-        "BOOL" => row.get::<Option<bool>, _>(i).map_or(Value::Null, Value::Bool),
-        "INT8" => row.get::<Option<i64>, _>(i).map_or(Value::Null, Value::from),
-        "FLOAT8" => row.get::<Option<f64>, _>(i).map_or(Value::Null, Value::from),
+        "BOOL" => row
+            .get::<Option<bool>, _>(i)
+            .map_or(Value::Null, Value::Bool),
+        "INT8" => row
+            .get::<Option<i64>, _>(i)
+            .map_or(Value::Null, Value::from),
+        "FLOAT8" => row
+            .get::<Option<f64>, _>(i)
+            .map_or(Value::Null, Value::from),
         "JSONB" | "JSON" => row.get::<Option<Value>, _>(i).unwrap_or(Value::Null),
-        "TIMESTAMPTZ" => text(row.get::<Option<DateTime<Utc>>, _>(i).map(|t| t.to_rfc3339())),
+        "TIMESTAMPTZ" => text(
+            row.get::<Option<DateTime<Utc>>, _>(i)
+                .map(|t| t.to_rfc3339()),
+        ),
         "UUID" => text(row.get::<Option<uuid::Uuid>, _>(i).map(|u| u.to_string())),
         _ => text(row.get(i)),
     }
@@ -286,13 +331,21 @@ fn instant(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Asserts that every top-level field of each event's payload is stored in its row.
-pub fn assert_payloads_stored(dialect: Dialect, events: &[Event], rows: &BTreeMap<EventId, Stored>) {
+pub fn assert_payloads_stored(
+    dialect: Dialect,
+    events: &[Event],
+    rows: &BTreeMap<EventId, Stored>,
+) {
     for event in events {
         let row = rows
             .get(&event.id)
             .unwrap_or_else(|| panic!("event {} has no row", event.id));
         let Value::Object(map) = &event.payload else {
-            assert!(same(&event.payload, row.get("value").unwrap_or(&Value::Null)), "{}", event.id);
+            assert!(
+                same(&event.payload, row.get("value").unwrap_or(&Value::Null)),
+                "{}",
+                event.id
+            );
             continue;
         };
         let names = destination_sql::column_names(dialect, map.keys().map(String::as_str));
@@ -307,14 +360,22 @@ pub fn assert_payloads_stored(dialect: Dialect, events: &[Event], rows: &BTreeMa
         }
         let sent = instant(row["_sent_at"].as_str().expect("sent_at"));
         let expected = event.sent_at.timestamp_micros();
-        assert_eq!(sent.map(|t| t.timestamp_micros()), Some(expected), "{}", event.id);
+        assert_eq!(
+            sent.map(|t| t.timestamp_micros()),
+            Some(expected),
+            "{}",
+            event.id
+        );
     }
 }
 
 /// The 420 real GitHub webhook payloads, each with its event name as the `gh_event`
 /// attribute.
 pub fn github_events() -> Vec<Event> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/github-webhooks.ndjson");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/github-webhooks.ndjson"
+    );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .map(|line| {

@@ -22,7 +22,9 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
         let budget = Arc::new(AtomicUsize::new(UNLIMITED));
         let (cuts, _) = watch::channel(0u64);
@@ -108,11 +110,15 @@ async fn forward(
 /// pointed at `addr` instead.
 pub fn retarget(url: &str, addr: SocketAddr) -> (SocketAddr, String) {
     let after_scheme = url.find("://").expect("url has a scheme") + 3;
-    let authority_end = url[after_scheme..].find('/').map_or(url.len(), |i| after_scheme + i);
+    let authority_end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
     let host_start = url[after_scheme..authority_end]
         .rfind('@')
         .map_or(after_scheme, |i| after_scheme + i + 1);
-    let target: SocketAddr = url[host_start..authority_end].parse().expect("numeric host:port");
+    let target: SocketAddr = url[host_start..authority_end]
+        .parse()
+        .expect("numeric host:port");
     let rewritten = format!("{}{addr}{}", &url[..host_start], &url[authority_end..]);
     (target, rewritten)
 }
