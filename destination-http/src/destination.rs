@@ -38,6 +38,9 @@ use crate::target::{Target, Targets};
 ///   ids (batched); the Standard Webhooks `webhook-id` carries the same value. Both stay
 ///   the same across retries; `webhook-timestamp` and the signatures are made afresh for
 ///   every attempt.
+/// - A batched request's key names its first and last events, so a receiver deduplicates
+///   whole batches only: if the runtime groups the same events differently after a
+///   restart, the receiver sees new keys and may store some events twice.
 ///
 /// # Errors
 ///

@@ -31,7 +31,10 @@
 //!
 //! # Known limitations
 //!
-//! - HTTP/1.1 only, without response decompression.
+//! - HTTP/1.1 only, without response decompression, and no proxy support.
+//! - Batched bodies carry the payloads only; receivers deduplicate by batch key, not by
+//!   event (see [`HttpDestination`]).
+//! - Response records live in memory, in the process that sent the requests.
 //! - A webhook secret in the URL's path shows in no log, but neither does the path.
 //!
 //! # Examples
