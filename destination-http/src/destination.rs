@@ -106,6 +106,10 @@ impl HttpDestination {
     /// ```
     pub fn new(name: impl Into<String>, config: HttpConfig) -> Result<Self, HttpError> {
         config.validate()?;
+        let name = name.into();
+        if config.danger_accept_invalid_certs {
+            warn!(destination = %name, "tls certificate verification is off");
+        }
         let idempotency_header = match config.idempotency_header.trim() {
             "" => None,
             name => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -115,7 +119,7 @@ impl HttpDestination {
             })?),
         };
         Ok(Self {
-            name: name.into(),
+            name,
             body: config.body,
             timeout: config.timeout,
             targets: Targets::new(&config)?,

@@ -37,8 +37,11 @@ pub(crate) fn judge(
         .and_then(|s| s.canonical_reason())
         .unwrap_or("unknown")
         .to_ascii_lowercase();
-    let snippet = truncate(body.trim(), ERROR_BODY_LIMIT);
     let answered = format!("endpoint {origin} answered {status} ({reason})");
+    let quoted = match truncate(body.trim(), ERROR_BODY_LIMIT) {
+        snippet if snippet.is_empty() => answered.clone(),
+        snippet => format!("{answered}: {snippet}"),
+    };
     let now = SystemTime::now();
     let outcome = match classify(status, retry_after.as_deref(), retry_statuses, now) {
         StatusClass::Success => match error {
@@ -50,20 +53,15 @@ pub(crate) fn judge(
             ))
             .with_source(e)),
         },
-        StatusClass::Retry => Err(DeliveryError::retryable(format!("{answered}: {snippet}"))),
-        StatusClass::RateLimited(delay) => Err(DeliveryError::rate_limited(
-            format!("{answered}: {snippet}"),
-            delay,
-        )),
+        StatusClass::Retry => Err(DeliveryError::retryable(quoted)),
+        StatusClass::RateLimited(delay) => Err(DeliveryError::rate_limited(quoted, delay)),
         StatusClass::Redirect => Err(DeliveryError::permanent(format!(
             "{answered}; redirects are not followed, set url to the final address"
         ))),
         StatusClass::Unauthorized if !target.overridden => Err(DeliveryError::config(format!(
-            "{answered}; check the auth and headers settings: {snippet}"
+            "{quoted} (check the auth and headers settings)"
         ))),
-        StatusClass::Unauthorized | StatusClass::Rejected => {
-            Err(DeliveryError::permanent(format!("{answered}: {snippet}")))
-        }
+        StatusClass::Unauthorized | StatusClass::Rejected => Err(DeliveryError::permanent(quoted)),
     };
     (outcome, body)
 }
