@@ -329,3 +329,49 @@ impl Destination for SqlDestination {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn dest() -> SqlDestination {
+        // Building does no I/O: the file is never opened by these tests.
+        let config = SqlConfig::new("sqlite://never-opened.db").with_table("fallback");
+        SqlDestination::new("unit", config).unwrap()
+    }
+
+    #[test]
+    fn tables_come_from_the_attribute_or_the_default() {
+        let dest = dest();
+        let plain = Event::new(json!({}));
+        let routed = Event::new(json!({})).with_attribute(TABLE_ATTRIBUTE, "pushes");
+        assert_eq!(dest.table_of(&plain).unwrap(), "fallback");
+        assert_eq!(dest.table_of(&routed).unwrap(), "pushes");
+        assert_eq!(dest.partition_key(&plain), None);
+        assert_eq!(dest.partition_key(&routed).as_deref(), Some("pushes"));
+
+        let bad = Event::new(json!({})).with_attribute(TABLE_ATTRIBUTE, "no spaces");
+        assert!(dest.table_of(&bad).unwrap_err().contains("invalid table name"));
+        let number = Event::new(json!({})).with_attribute(TABLE_ATTRIBUTE, 7);
+        assert!(dest.table_of(&number).unwrap_err().contains("must be a string"));
+        assert_eq!(dest.partition_key(&number).as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn default_batches_are_bulk_but_prompt() {
+        let batch = dest().default_batch();
+        assert_eq!(batch.max_events, 1000);
+        assert_eq!(batch.max_age, Duration::from_secs(5));
+        batch.validate().unwrap();
+    }
+
+    #[test]
+    fn debug_output_hides_the_url() {
+        let config = SqlConfig::new("postgres://loader:s3cret@127.0.0.1/db");
+        let dest = SqlDestination::new("unit", config).unwrap();
+        let text = format!("{dest:?}");
+        assert!(!text.contains("s3cret") && text.contains("Postgres"), "{text}");
+    }
+}

@@ -20,7 +20,27 @@ per_dialect!(
     connection_cut_mid_batch_is_retryable_and_leaves_nothing,
     unreachable_database_fails_health_check,
     retention_deletes_old_rows_at_most_hourly,
+    a_table_dropped_behind_our_back_is_recreated,
 );
+
+/// The schema cache says the table exists, but another client dropped it: the insert
+/// fails as stale, the catalog is read again, the table is recreated and the batch stored.
+async fn a_table_dropped_behind_our_back_is_recreated(db: Db) {
+    let table = db.table("gone");
+    let dest = db.destination(&table);
+    let first = vec![Event::new(json!({"a": 1, "b": "x"}))];
+    dest.deliver(&Batch::new(None, first)).await.expect("delivery");
+    db.drop_table(&table).await;
+
+    let second = vec![Event::new(json!({"a": 2, "b": "y"}))];
+    if let Err(e) = dest.deliver(&Batch::new(None, second.clone())).await {
+        panic!("{:?}: {}", db.dialect, e.chain());
+    }
+    let rows = db.rows_by_id(&table).await;
+    assert_eq!(rows.len(), 1);
+    assert_payloads_stored(db.dialect, &second, &rows);
+    db.drop_table(&table).await;
+}
 
 /// A table with a CHECK constraint the payloads cannot satisfy by widening: the events
 /// that break it are rejected with the database's message, the others are stored, and a

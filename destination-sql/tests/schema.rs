@@ -38,6 +38,14 @@ async fn fields_changing_type_widen_their_column(db: Db) {
     for batch in [&first, &second, &third, &fourth] {
         deliver(&dest, batch).await;
     }
+    // A destination with a cold cache reads the JSON column back from the catalog (on
+    // MariaDB, a LONGTEXT with a json_valid check) and widens it for a plain string.
+    let json_first = vec![Event::new(json!({"h": {"k": 1}}))];
+    deliver(&dest, &json_first).await;
+    let fresh = SqlDestination::new("fresh", db.config(&table)).expect("config");
+    let then_text = vec![Event::new(json!({"h": "plain string"}))];
+    deliver(&fresh, &then_text).await;
+
 
     let types = db.column_types(&table).await;
     let expected: &[(&str, &str)] = match db.dialect {
@@ -49,6 +57,7 @@ async fn fields_changing_type_widen_their_column(db: Db) {
             ("e", "text"),
             ("f", "bigint"),
             ("g", "text"),
+            ("h", "text"),
         ],
         // MariaDB's JSON is LONGTEXT with a json_valid check.
         Dialect::MySql => &[
@@ -59,6 +68,7 @@ async fn fields_changing_type_widen_their_column(db: Db) {
             ("e", "longtext"),
             ("f", "bigint"),
             ("g", "longtext"),
+            ("h", "longtext"),
         ],
         // SQLite keeps declared types and stores the wider values as they are.
         _ => &[
@@ -69,6 +79,7 @@ async fn fields_changing_type_widen_their_column(db: Db) {
             ("e", "integer"),
             ("f", "integer"),
             ("g", "text"),
+            ("h", "json"),
         ],
     };
     for (column, ty) in expected {
@@ -80,7 +91,7 @@ async fn fields_changing_type_widen_their_column(db: Db) {
         );
     }
 
-    let all: Vec<Event> = [first, second, third, fourth].concat();
+    let all: Vec<Event> = [first, second, third, fourth, json_first, then_text].concat();
     let rows = db.rows_by_id(&table).await;
     assert_eq!(rows.len(), all.len());
     assert_payloads_stored(db.dialect, &all, &rows);
