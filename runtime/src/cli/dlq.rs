@@ -37,10 +37,10 @@ pub(crate) async fn list(path: &Path, destination: Option<&str>) -> Result<ExitC
 
 pub(crate) async fn replay(path: &Path, destination: Option<&str>) -> Result<ExitCode, Failure> {
     let config = load(path)?;
-    if let Some(name) = destination {
-        if !config.destinations.contains_key(name) {
-            return Err(format!("unknown destination `{name}`"));
-        }
+    if let Some(name) = destination
+        && !config.destinations.contains_key(name)
+    {
+        return Err(format!("unknown destination `{name}`"));
     }
     let runtime = start(&config).await?;
     let sender = runtime.sender();

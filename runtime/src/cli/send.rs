@@ -38,7 +38,11 @@ pub(crate) async fn send(path: &Path, to: &str, input: &str) -> Result<ExitCode,
     let earlier = runtime.queue().stats(to).depth;
     let (receipts, bad_lines) = queue_lines(&sender, to, reader).await?;
     let queued = receipts.len();
-    tracing::debug!(events = queued, invalid = bad_lines, "input read to the end and queued");
+    tracing::debug!(
+        events = queued,
+        invalid = bad_lines,
+        "input read to the end and queued"
+    );
     runtime.drain();
 
     let tally = wait(&runtime, to, receipts, earlier).await;
