@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use destination_core::{BatchSettings, RetryPolicy, Secret};
@@ -63,6 +64,8 @@ pub struct ServerConfig {
     pub max_event_bytes: usize,
     /// Largest request body accepted, in bytes (default 16 MiB).
     pub max_body_bytes: usize,
+    /// Most events one request may carry (default 10,000).
+    pub max_events_per_request: usize,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             token: None,
             max_event_bytes: 1 << 20,
             max_body_bytes: 16 << 20,
+            max_events_per_request: 10_000,
         }
     }
 }
@@ -120,6 +124,42 @@ pub struct DestinationConfig {
     line: Option<usize>,
     /// The line of each key of `options`, for error messages.
     key_lines: BTreeMap<String, usize>,
+    /// Values that came from the environment, kept out of error messages.
+    redact: Redact,
+}
+
+/// Batches in flight per destination at most.
+pub const MAX_CONCURRENCY: usize = 4096;
+
+/// The values `${VAR}` interpolation put into the config: they may be secrets, and an error
+/// message that quotes one (serde's "unknown variant `...`" does) must not show it.
+#[derive(Clone, Default)]
+struct Redact(Arc<Vec<String>>);
+
+impl fmt::Debug for Redact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Redact({} values)", self.0.len())
+    }
+}
+
+impl Redact {
+    fn text(&self, message: &str) -> String {
+        let mut out = message.to_string();
+        for value in self.0.iter().filter(|v| !v.is_empty()) {
+            out = out.replace(value.as_str(), "REDACTED");
+        }
+        out
+    }
+
+    fn error(&self, error: ConfigError) -> ConfigError {
+        match error {
+            ConfigError::Invalid { message, line } => ConfigError::Invalid {
+                message: self.text(&message),
+                line,
+            },
+            other => other,
+        }
+    }
 }
 
 /// A configuration that could not be read or is invalid.
@@ -215,10 +255,23 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        interpolate_table(&mut table, "", &env, text)?;
+        let mut secrets = Vec::new();
+        interpolate_table(&mut table, "", &env, text, &mut secrets)?;
+        let redact = Redact(Arc::new(secrets));
 
         let raw = RawConfig::deserialize(toml::Value::Table(table))
-            .map_err(|e| located(text, "", &e.to_string()))?;
+            .map_err(|e| redact.error(located(text, "", &e.to_string())))?;
+        if raw
+            .server
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                message: "server.token is empty; remove it to turn authentication off".into(),
+                line: key_line(text, "server", "token"),
+            });
+        }
         if raw.destinations.is_empty() {
             return Err(ConfigError::invalid(
                 "no destination is configured: add a [destinations.NAME] table",
@@ -227,7 +280,8 @@ impl Config {
 
         let mut destinations = BTreeMap::new();
         for (name, table) in raw.destinations {
-            let parsed = DestinationConfig::parse(&name, table, text)?;
+            let parsed = DestinationConfig::parse(&name, table, text, &redact)
+                .map_err(|e| redact.error(e))?;
             destinations.insert(name, parsed);
         }
         Ok(Self {
@@ -240,7 +294,12 @@ impl Config {
 }
 
 impl DestinationConfig {
-    fn parse(name: &str, mut table: toml::Table, text: &str) -> Result<Self, ConfigError> {
+    fn parse(
+        name: &str,
+        mut table: toml::Table,
+        text: &str,
+        redact: &Redact,
+    ) -> Result<Self, ConfigError> {
         let section = format!("destinations.{name}");
         let line = header_line(text, &section);
         valid_name(name).map_err(|message| ConfigError::Invalid { message, line })?;
@@ -283,10 +342,14 @@ impl DestinationConfig {
         }
         if let Some(value) = table.remove("concurrency") {
             match value.as_integer() {
-                Some(n) if n >= 1 => settings.concurrency = Some(n as usize),
+                Some(n) if (1..=MAX_CONCURRENCY as i64).contains(&n) => {
+                    settings.concurrency = Some(n as usize)
+                }
                 _ => {
                     return Err(ConfigError::Invalid {
-                        message: format!("{section}.concurrency must be a whole number >= 1"),
+                        message: format!(
+                            "{section}.concurrency must be a whole number from 1 to {MAX_CONCURRENCY}"
+                        ),
                         line: key_line(text, &section, "concurrency"),
                     });
                 }
@@ -308,6 +371,7 @@ impl DestinationConfig {
             options: table,
             line,
             key_lines,
+            redact: redact.clone(),
         })
     }
 
@@ -318,7 +382,7 @@ impl DestinationConfig {
             .and_then(|key| self.key_lines.get(key).copied())
             .or(self.line);
         ConfigError::Invalid {
-            message: format!("destinations.{name}: {message}"),
+            message: self.redact.text(&format!("destinations.{name}: {message}")),
             line,
         }
     }
@@ -345,6 +409,7 @@ fn interpolate_table(
     path: &str,
     env: &impl Fn(&str) -> Option<String>,
     text: &str,
+    secrets: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     for (key, value) in table.iter_mut() {
         let here = if path.is_empty() {
@@ -352,7 +417,7 @@ fn interpolate_table(
         } else {
             format!("{path}.{key}")
         };
-        interpolate_value(value, &here, env, text)?;
+        interpolate_value(value, &here, env, text, secrets)?;
     }
     Ok(())
 }
@@ -362,10 +427,21 @@ fn interpolate_value(
     path: &str,
     env: &impl Fn(&str) -> Option<String>,
     text: &str,
+    secrets: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     match value {
         toml::Value::String(s) if s.contains('$') => {
-            *s = interpolate(s, env).map_err(|message| {
+            let used = std::cell::RefCell::new(Vec::new());
+            let recording = |name: &str| {
+                let value = env(name);
+                if let Some(v) = &value {
+                    used.borrow_mut().push(v.clone());
+                }
+                value
+            };
+            let result = interpolate(s, &recording);
+            secrets.extend(used.into_inner());
+            *s = result.map_err(|message| {
                 let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
                 ConfigError::Invalid {
                     message: format!("{path}: {message}"),
@@ -373,10 +449,10 @@ fn interpolate_value(
                 }
             })?;
         }
-        toml::Value::Table(t) => interpolate_table(t, path, env, text)?,
+        toml::Value::Table(t) => interpolate_table(t, path, env, text, secrets)?,
         toml::Value::Array(items) => {
             for item in items {
-                interpolate_value(item, path, env, text)?;
+                interpolate_value(item, path, env, text, secrets)?;
             }
         }
         _ => {}

@@ -16,6 +16,18 @@ const KNOWN: [&str; 6] = ["s3", "http", "email", "sql", "snowflake", "sse"];
 ///
 /// [`ConfigError`] when the type is unknown or not compiled in, or its options are invalid.
 pub fn build(name: &str, config: &DestinationConfig) -> Result<Arc<dyn Destination>, ConfigError> {
+    let built = build_unchecked(name, config)?;
+    built
+        .default_batch()
+        .with_settings(&config.settings.batch)
+        .map_err(|message| config.error(name, &message))?;
+    Ok(built)
+}
+
+fn build_unchecked(
+    name: &str,
+    config: &DestinationConfig,
+) -> Result<Arc<dyn Destination>, ConfigError> {
     let invalid = |message: String| config.error(name, &message);
     match config.kind.as_str() {
         #[cfg(feature = "s3")]

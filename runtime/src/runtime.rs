@@ -329,6 +329,13 @@ impl Runtime {
         Ok(count)
     }
 
+    /// Stops intake: every `send` fails with [`SendError::Closed`](crate::SendError::Closed)
+    /// from now on, while workers go on delivering. [`shutdown`](Self::shutdown) does this
+    /// too.
+    pub fn stop_intake(&self) {
+        self.intake.accepting.store(false, Ordering::Release);
+    }
+
     /// Stops intake, flushes open batches for up to the shutdown deadline, and closes the
     /// queue. Everything not delivered by then stays queued for the next start.
     ///

@@ -28,6 +28,7 @@ struct AppState {
     token: Option<Arc<Secret>>,
     max_event_bytes: usize,
     max_body_bytes: usize,
+    max_events: usize,
 }
 
 /// The ingest, health and metrics routes.
@@ -37,6 +38,7 @@ pub fn router(sender: Sender, config: &ServerConfig) -> Router {
         token: config.token.clone().map(Arc::new),
         max_event_bytes: config.max_event_bytes,
         max_body_bytes: config.max_body_bytes,
+        max_events: config.max_events_per_request,
     };
     Router::new()
         .route("/v1/events/{destination}", post(ingest))
@@ -115,7 +117,7 @@ async fn ingest(
             );
         }
     };
-    let payloads = match parse_body(&bytes, state.max_event_bytes) {
+    let payloads = match parse_body(&bytes, state.max_event_bytes, state.max_events) {
         Ok(payloads) => payloads,
         Err((status, message)) => return error(status, message),
     };
@@ -134,6 +136,9 @@ async fn ingest(
             StatusCode::NOT_FOUND,
             format!("unknown destination `{name}`"),
         ),
+        Err(err @ SendError::Queue(QueueError::TooLarge { .. })) => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, crate::registry::chain(&err))
+        }
         Err(err @ (SendError::Closed | SendError::Queue(QueueError::Full { .. }))) => {
             let mut response = error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -157,7 +162,11 @@ async fn ingest(
 type Rejection = (StatusCode, String);
 
 /// Splits a body into event payloads: a JSON object, an array of objects, or NDJSON.
-pub(crate) fn parse_body(bytes: &[u8], max_event_bytes: usize) -> Result<Vec<Value>, Rejection> {
+pub(crate) fn parse_body(
+    bytes: &[u8],
+    max_event_bytes: usize,
+    max_events: usize,
+) -> Result<Vec<Value>, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
@@ -171,19 +180,19 @@ pub(crate) fn parse_body(bytes: &[u8], max_event_bytes: usize) -> Result<Vec<Val
         return Err((StatusCode::BAD_REQUEST, "request body is empty".into()));
     }
 
+    let too_many = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request holds more than {max_events} events (server.max_events_per_request)"),
+        )
+    };
     let mut values = Vec::new();
     for item in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
-        let value = item.map_err(|e| {
-            (
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "invalid JSON at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        })?;
+        let value = item.map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
         values.push(value);
+        if values.len() > max_events {
+            return Err(too_many());
+        }
     }
     let payloads = match values.as_slice() {
         [Value::Array(_)] => match values.pop() {
@@ -194,6 +203,9 @@ pub(crate) fn parse_body(bytes: &[u8], max_event_bytes: usize) -> Result<Vec<Val
     };
     if payloads.is_empty() {
         return Err((StatusCode::BAD_REQUEST, "request holds no event".into()));
+    }
+    if payloads.len() > max_events {
+        return Err(too_many());
     }
     for (index, payload) in payloads.iter().enumerate() {
         if !payload.is_object() {
@@ -229,10 +241,13 @@ mod tests {
 
     #[test]
     fn accepts_object_array_and_ndjson() {
-        assert_eq!(parse_body(br#"{"a":1}"#, 100).unwrap().len(), 1);
-        assert_eq!(parse_body(br#"[{"a":1},{"b":2}]"#, 100).unwrap().len(), 2);
+        assert_eq!(parse_body(br#"{"a":1}"#, 100, 10).unwrap().len(), 1);
         assert_eq!(
-            parse_body(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}\n", 100)
+            parse_body(br#"[{"a":1},{"b":2}]"#, 100, 10).unwrap().len(),
+            2
+        );
+        assert_eq!(
+            parse_body(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}\n", 100, 10)
                 .unwrap()
                 .len(),
             3
@@ -241,18 +256,23 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_reasons() {
-        let (status, msg) = parse_body(b"{\"a\":1}\n{\"b\":", 100).unwrap_err();
+        let (status, msg) = parse_body(b"{\"a\":1}\n{\"b\":", 100, 10).unwrap_err();
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(msg.contains("line 2"), "{msg}");
-        let (_, msg) = parse_body(&[b'{', 0xff, b'}'], 100).unwrap_err();
+        let (_, msg) = parse_body(&[b'{', 0xff, b'}'], 100, 10).unwrap_err();
         assert!(msg.contains("UTF-8"), "{msg}");
-        let (_, msg) = parse_body(b"[1, 2]", 100).unwrap_err();
+        let (_, msg) = parse_body(b"[1, 2]", 100, 10).unwrap_err();
         assert!(msg.contains("event 1 is not a JSON object"), "{msg}");
-        let (status, msg) = parse_body(br#"{"a":"0123456789"}"#, 10).unwrap_err();
+        let (status, msg) = parse_body(br#"{"a":"0123456789"}"#, 10, 10).unwrap_err();
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(msg.contains("max_event_bytes"), "{msg}");
-        assert!(parse_body(b"  ", 10).is_err());
-        assert!(parse_body(b"[]", 10).is_err());
+        assert!(parse_body(b"  ", 10, 10).is_err());
+        assert!(parse_body(b"[]", 10, 10).is_err());
+        let (status, msg) = parse_body(b"{}\n{}\n{}\n", 10, 2).unwrap_err();
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(msg.contains("max_events_per_request"), "{msg}");
+        let (status, _) = parse_body(b"[{}, {}, {}]", 10, 2).unwrap_err();
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     #[test]

@@ -10,6 +10,18 @@ use super::{Failure, chain, load, start};
 
 pub(crate) async fn list(path: &Path, destination: Option<&str>) -> Result<ExitCode, Failure> {
     let config = load(path)?;
+    if let Some(name) = destination
+        && !config.destinations.contains_key(name)
+    {
+        return Err(format!("unknown destination `{name}`"));
+    }
+    if !config.queue.path.exists() {
+        println!(
+            "0 dead letter(s): no queue at {} yet",
+            config.queue.path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = FileDeadLetters::open(&config.queue.path).map_err(|e| chain(&e))?;
     let letters = store.list(destination).await.map_err(|e| chain(&e))?;
     let mut events = 0;

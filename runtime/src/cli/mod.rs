@@ -1,5 +1,6 @@
 //! The subcommands of the `destinations` binary.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -31,6 +32,7 @@ pub(crate) fn init_tracing(default_level: &str) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -47,26 +49,33 @@ pub(crate) async fn start(config: &Config) -> Result<Runtime, Failure> {
 /// passes. The queue is not opened, so this is safe next to a running service.
 pub(crate) async fn check(path: &Path) -> Result<ExitCode, Failure> {
     let config = load(path)?;
+    let mut out = std::io::stdout().lock();
     let mut failed = 0;
     for (name, dest) in &config.destinations {
         let built = match destinations::build_destination(name, dest) {
             Ok(built) => built,
             Err(err) => {
-                println!("{name}: invalid: {}", chain(&err));
+                let _ = writeln!(out, "{name}: invalid: {}", chain(&err));
                 failed += 1;
                 continue;
             }
         };
         match built.health_check().await {
-            Ok(()) => println!("{name}: ok ({})", dest.kind),
+            Ok(()) => {
+                let _ = writeln!(out, "{name}: ok ({})", dest.kind);
+            }
             Err(err) => {
-                println!("{name}: health check failed: {}", err.chain());
+                let _ = writeln!(out, "{name}: health check failed: {}", err.chain());
                 failed += 1;
             }
         }
     }
     if failed == 0 {
-        println!("config ok: {} destination(s)", config.destinations.len());
+        let _ = writeln!(
+            out,
+            "config ok: {} destination(s)",
+            config.destinations.len()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::from(1))

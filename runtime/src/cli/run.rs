@@ -1,5 +1,6 @@
 //! `destinations run`: the service.
 
+use std::future::IntoFuture;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -23,10 +24,30 @@ pub(crate) async fn run(path: &Path) -> Result<ExitCode, Failure> {
         );
     }
 
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
-    info!("shutting down: intake stopped, flushing open batches");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .into_future();
+    tokio::pin!(server);
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = shutdown_signal() => {
+            // New events get 503 from here on; requests already in flight get the
+            // shutdown deadline to finish, then their connections are dropped.
+            runtime.stop_intake();
+            info!("shutting down: intake stopped, flushing open batches");
+            let _ = stop.send(());
+            match tokio::time::timeout(config.shutdown.deadline, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    warn!("requests still open at the shutdown deadline were dropped");
+                    Ok(())
+                }
+            }
+        }
+    };
     let stopped = runtime.shutdown().await;
     served.map_err(|e| format!("server failed: {e}"))?;
     stopped.map_err(|e| chain(&e))?;

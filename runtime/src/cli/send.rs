@@ -36,6 +36,9 @@ pub(crate) async fn send(path: &Path, to: &str, input: &str) -> Result<ExitCode,
     let runtime = start(&config).await?;
     let sender = runtime.sender();
     let earlier = runtime.queue().stats(to).depth;
+    // Flush whenever the queue runs dry rather than only at the end, so that an input
+    // larger than the queue's disk cap keeps moving instead of waiting for batch ages.
+    runtime.drain();
     let (receipts, bad_lines) = queue_lines(&sender, to, reader).await?;
     let queued = receipts.len();
     tracing::debug!(
@@ -43,7 +46,6 @@ pub(crate) async fn send(path: &Path, to: &str, input: &str) -> Result<ExitCode,
         invalid = bad_lines,
         "input read to the end and queued"
     );
-    runtime.drain();
 
     let tally = wait(&runtime, to, receipts, earlier).await;
     let elapsed = started.elapsed();
@@ -76,6 +78,15 @@ pub(crate) async fn send(path: &Path, to: &str, input: &str) -> Result<ExitCode,
     })
 }
 
+/// serde_json's message without its trailing position, which the caller reports itself.
+pub(crate) fn json_reason(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
 /// Queues every valid line; reports each invalid one with its line number.
 async fn queue_lines(
     sender: &Sender,
@@ -89,11 +100,12 @@ async fn queue_lines(
         let number = index + 1;
         let line = match line {
             Ok(line) => line,
-            Err(err) => {
-                eprintln!("line {number}: cannot read: {err}");
+            Err(err) if err.kind() == std::io::ErrorKind::InvalidData => {
+                eprintln!("line {number}: not valid UTF-8; skipped");
                 bad_lines += 1;
                 continue;
             }
+            Err(err) => return Err(format!("cannot read the input at line {number}: {err}")),
         };
         if line.trim().is_empty() {
             continue;
@@ -106,7 +118,11 @@ async fn queue_lines(
                 continue;
             }
             Err(err) => {
-                eprintln!("line {number}: invalid JSON ({err}); skipped");
+                eprintln!(
+                    "line {number}: invalid JSON at column {}: {}; skipped",
+                    err.column(),
+                    json_reason(&err)
+                );
                 bad_lines += 1;
                 continue;
             }

@@ -120,3 +120,38 @@ fn structural_errors() {
         .to_string();
     assert!(err.contains("not valid TOML"), "{err}");
 }
+
+#[test]
+fn interpolated_values_never_appear_in_errors() {
+    let text = GOOD.replace("[queue]\n", "[queue]\nwhen_full = \"${TOKEN}\"\n");
+    let err = Config::from_toml_with_env(&text, env)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("s3cr3t"), "{err}");
+    assert!(
+        err.contains("REDACTED") && err.contains("when_full"),
+        "{err}"
+    );
+
+    let config =
+        Config::from_toml_with_env(&GOOD.replace("\"file:///tmp/lake\"", "\"${TOKEN}\""), env)
+            .unwrap();
+    let err = config.destinations["lake"]
+        .error("lake", "invalid url s3cr3t")
+        .to_string();
+    assert!(!err.contains("s3cr3t"), "{err}");
+}
+
+#[test]
+fn limits_are_checked() {
+    let text = GOOD.replace("concurrency = 2", "concurrency = 9223372036854775807");
+    let err = Config::from_toml_with_env(&text, env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("from 1 to 4096"), "{err}");
+    let text = GOOD.replace("token = \"${TOKEN}\"", "token = \"\"");
+    let err = Config::from_toml_with_env(&text, env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.token is empty"), "{err}");
+}

@@ -51,6 +51,9 @@ pub struct SegmentLog {
     shared: Arc<Shared>,
     commands: Sender<Command>,
     report: RecoveryReport,
+    /// An exclusive lock on the folder's `LOCK` file, held until `close`: two processes
+    /// appending to one log would interleave and damage each other's records.
+    lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl fmt::Debug for SegmentLog {
@@ -83,6 +86,7 @@ impl SegmentLog {
     fn open_blocking(config: QueueConfig) -> Result<Self, QueueError> {
         let segments_dir = config.path.join("segments");
         fs::create_dir_all(&segments_dir).map_err(|e| io_error(&segments_dir, e))?;
+        let lock = lock_folder(&config.path)?;
         let progress_path = config.path.join("progress.json");
         let progress = Progress::load(&progress_path)?;
 
@@ -159,6 +163,7 @@ impl SegmentLog {
             shared,
             commands,
             report,
+            lock: std::sync::Mutex::new(Some(lock)),
         })
     }
 
@@ -205,12 +210,15 @@ impl SegmentLog {
                     state.used += bytes;
                     return Ok(());
                 }
-                let full = QueueError::Full {
-                    used: state.used,
-                    cap,
-                };
-                if config.when_full == FullPolicy::Reject || bytes > cap {
-                    return Err(full);
+                if bytes > cap {
+                    return Err(QueueError::TooLarge { bytes, cap });
+                }
+                state.space_wanted = true;
+                if config.when_full == FullPolicy::Reject {
+                    return Err(QueueError::Full {
+                        used: state.used,
+                        cap,
+                    });
                 }
                 if waiting.is_none() {
                     state.space_waiters += 1;
@@ -360,7 +368,7 @@ impl Queue for SegmentLog {
             let mut state = self.shared.lock();
             let acked = state.dests.get_mut(destination).map_or(0, |c| c.ack(seqs));
             state.dirty |= acked > 0;
-            acked > 0 && state.space_waiters > 0
+            acked > 0 && (state.space_waiters > 0 || state.space_wanted)
         };
         if blocked {
             // Appends wait for space: have the writer free segments now, not at its next
@@ -381,9 +389,31 @@ impl Queue for SegmentLog {
 
     async fn close(&self) -> Result<(), QueueError> {
         let (reply, answer) = oneshot::channel();
-        if self.commands.send(Command::Close(reply)).is_err() {
-            return Ok(());
-        }
-        answer.await.unwrap_or(Ok(()))
+        let result = if self.commands.send(Command::Close(reply)).is_err() {
+            Ok(())
+        } else {
+            answer.await.unwrap_or(Ok(()))
+        };
+        // Dropping the file releases the folder for the next process.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        result
+    }
+}
+
+/// Takes the folder's lock, or says which folder is in use.
+fn lock_folder(dir: &Path) -> Result<fs::File, QueueError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(QueueError::Locked {
+            path: dir.display().to_string(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(io_error(&path, e)),
     }
 }

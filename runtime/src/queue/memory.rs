@@ -92,12 +92,18 @@ impl Queue for MemoryQueue {
                 if state.closed {
                     return Err(QueueError::Closed);
                 }
+                if bytes > self.max_bytes {
+                    return Err(QueueError::TooLarge {
+                        bytes,
+                        cap: self.max_bytes,
+                    });
+                }
                 if state.used.saturating_add(bytes) > self.max_bytes {
                     let full = QueueError::Full {
                         used: state.used,
                         cap: self.max_bytes,
                     };
-                    if self.when_full == FullPolicy::Reject || bytes > self.max_bytes {
+                    if self.when_full == FullPolicy::Reject {
                         return Err(full);
                     }
                     None

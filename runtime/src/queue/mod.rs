@@ -131,6 +131,22 @@ pub enum QueueError {
         /// The configured cap.
         cap: u64,
     },
+    /// One append is larger than the whole disk cap: it can never fit.
+    #[error("append of {bytes} bytes exceeds the whole queue cap of {cap} bytes (queue.max_bytes)")]
+    TooLarge {
+        /// The append's size on disk.
+        bytes: u64,
+        /// The configured cap.
+        cap: u64,
+    },
+    /// Another process has the queue folder open.
+    #[error(
+        "queue folder {path} is in use by another process (stop it, or use another queue.path)"
+    )]
+    Locked {
+        /// The folder.
+        path: String,
+    },
     /// Reading or writing the queue's files failed.
     #[error("queue i/o failed at {path}")]
     Io {

@@ -35,6 +35,9 @@ pub(crate) struct State {
     pub(crate) dirty: bool,
     /// Appends waiting for space.
     pub(crate) space_waiters: usize,
+    /// An append was refused for space since the active segment was last rolled: roll it
+    /// as soon as it is fully acknowledged, so that its space can be freed.
+    pub(crate) space_wanted: bool,
 }
 
 impl Shared {

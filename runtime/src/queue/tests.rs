@@ -435,3 +435,61 @@ async fn concurrent_appends_are_all_durable() {
     let split = drain(&log, "even").await.len() + drain(&log, "odd").await.len();
     assert_eq!(split, 400);
 }
+
+#[tokio::test]
+async fn rejecting_queue_frees_space_once_everything_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    // One large segment: the space comes back only if the active segment is rolled.
+    let log = SegmentLog::open(small(dir.path(), 1 << 20, 3000, FullPolicy::Reject))
+        .await
+        .unwrap();
+    while log.append(to("a", &sample_events(2))).await.is_ok() {}
+    let records = drain(&log, "a").await;
+    let seqs: Vec<_> = records.iter().map(|r| r.seq).collect();
+    log.ack("a", &seqs).await.unwrap();
+
+    let started = tokio::time::Instant::now();
+    loop {
+        match log.append(to("a", &sample_events(2))).await {
+            Ok(_) => break,
+            Err(QueueError::Full { .. }) if started.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("space never came back: {error}"),
+        }
+    }
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_append_larger_than_the_cap_is_its_own_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SegmentLog::open(small(dir.path(), 1000, 3000, FullPolicy::Block))
+        .await
+        .unwrap();
+    let error = log.append(to("a", &sample_events(40))).await.unwrap_err();
+    assert!(
+        matches!(error, QueueError::TooLarge { cap: 3000, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("queue.max_bytes"));
+    let memory = MemoryQueue::with_limits(3000, FullPolicy::Block, Duration::from_secs(1));
+    let error = memory
+        .append(to("a", &sample_events(40)))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, QueueError::TooLarge { .. }), "{error:?}");
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_folder_in_use_is_refused_until_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SegmentLog::open(config(dir.path())).await.unwrap();
+    let error = SegmentLog::open(config(dir.path())).await.unwrap_err();
+    assert!(matches!(error, QueueError::Locked { .. }), "{error:?}");
+    assert!(error.to_string().contains("in use by another process"));
+    first.close().await.unwrap();
+    let second = SegmentLog::open(config(dir.path())).await.unwrap();
+    second.close().await.unwrap();
+}

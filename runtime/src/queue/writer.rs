@@ -303,10 +303,13 @@ impl Writer {
         let low = |dest: &str| self.persisted.acked_below.get(dest).copied();
         let roll = {
             let state = self.lock();
-            state.space_waiters > 0 && self.size > 0 && state.segments[&self.active].is_done(low)
+            (state.space_waiters > 0 || state.space_wanted)
+                && self.size > 0
+                && state.segments[&self.active].is_done(low)
         };
         if roll {
             self.roll()?;
+            self.lock().space_wanted = false;
         }
         let low = |dest: &str| self.persisted.acked_below.get(dest).copied();
         let doomed: Vec<SegmentMeta> = {
