@@ -257,3 +257,68 @@ async fn sigterm_flushes_open_batches_and_exits_cleanly() {
     assert!(status.success(), "{status}");
     assert_eq!(stored_ids(&dir.path().join("lake")).len(), 5);
 }
+
+#[tokio::test]
+async fn a_second_process_on_the_same_queue_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port, 10);
+    let env = [("TEST_INGEST_TOKEN", TOKEN)];
+    let _first = start_with_env(&path, port, &env).await;
+    let output = Command::new(binary())
+        .args(["send", "--config"])
+        .arg(&path)
+        .args(["--to", "lake"])
+        .arg(webhooks())
+        .env("TEST_INGEST_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert!(stored_ids(&dir.path().join("lake")).is_empty());
+}
+
+#[tokio::test]
+async fn sigterm_does_not_wait_for_a_stalled_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port, 10);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("deadline = \"5s\"", "deadline = \"1s\"");
+    std::fs::write(&path, text).unwrap();
+    let env = [("TEST_INGEST_TOKEN", TOKEN)];
+    let mut service = start_with_env(&path, port, &env).await;
+
+    // A request that promises a body and never finishes it.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/events/lake HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-length: 100\r\n\r\n{{\"a\""
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, head.as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let pid = service.child.id().to_string();
+    let started = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = service.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}

@@ -246,3 +246,23 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn an_unreadable_input_stops_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = lake_config(dir.path(), 25, "");
+    let output = Command::new(binary())
+        .args(["send", "--config"])
+        .arg(&config)
+        .args(["--to", "lake"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the input at line 1"),
+        "{stderr}"
+    );
+    assert!(stderr.lines().count() < 5, "{stderr}");
+}
