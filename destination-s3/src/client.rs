@@ -64,7 +64,16 @@ pub(crate) fn open(config: &S3Config) -> Result<Target, S3Error> {
                 is_s3: true,
             });
         }
-        "file" => Arc::new(LocalFileSystem::new()),
+        "file" => {
+            // `file://dir` parses `dir` as a host and would write under `/`.
+            if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                return Err(config_error(format!(
+                    "file url {:?} must be absolute, as file:///absolute/dir (three slashes)",
+                    config.url
+                )));
+            }
+            Arc::new(LocalFileSystem::new())
+        }
         "memory" => Arc::new(InMemory::new()),
         _ => {
             let (store, prefix) = object_store::parse_url(&url).map_err(open_error)?;
@@ -328,6 +337,16 @@ mod tests {
             .with_region("us-east-1")
             .with_credentials("k", "s");
         Some((endpoint, bucket, open(&config).unwrap()))
+    }
+
+    #[test]
+    fn relative_file_urls_are_refused() {
+        for url in ["file://lake", "file://./lake"] {
+            let err = open(&S3Config::new(url)).err().expect("refused");
+            assert!(err.to_string().contains("must be absolute"), "{url}: {err}");
+        }
+        assert!(open(&S3Config::new("file:///tmp/lake")).is_ok());
+        assert!(open(&S3Config::new("file://localhost/tmp/lake")).is_ok());
     }
 
     fn chunk(bytes: usize) -> Bytes {
