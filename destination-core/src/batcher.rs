@@ -155,18 +155,40 @@ pub struct EventTooLarge {
 /// [`next_deadline`](Batcher::next_deadline) to collect batches whose age limit passed, so
 /// batches flush on age even when no new event arrives.
 pub trait Batcher: Send + fmt::Debug {
-    /// Adds an event to its partition's batch and returns the batches that became ready.
+    /// Adds an event of `size` bytes to its partition's batch and returns the batches that
+    /// became ready.
+    ///
+    /// `size` is the event's encoded size as the caller measured it: a runtime that already
+    /// holds the event's serialized form (its queue does) passes that length, so the event
+    /// is not serialized again just to be counted.
     ///
     /// # Errors
     ///
     /// [`EventTooLarge`] when the event alone exceeds the byte limit; the batcher is
     /// unchanged.
+    fn push_sized(
+        &mut self,
+        partition: Option<String>,
+        event: Event,
+        size: usize,
+        now: Instant,
+    ) -> Result<Vec<Batch>, EventTooLarge>;
+
+    /// Like [`push_sized`](Self::push_sized), measuring the event with
+    /// [`Event::encoded_len`].
+    ///
+    /// # Errors
+    ///
+    /// [`EventTooLarge`] when the event alone exceeds the byte limit.
     fn push(
         &mut self,
         partition: Option<String>,
         event: Event,
         now: Instant,
-    ) -> Result<Vec<Batch>, EventTooLarge>;
+    ) -> Result<Vec<Batch>, EventTooLarge> {
+        let size = event.encoded_len();
+        self.push_sized(partition, event, size, now)
+    }
 
     /// Returns the batches whose age limit has passed at `now`.
     fn flush_due(&mut self, now: Instant) -> Vec<Batch>;
@@ -272,13 +294,13 @@ impl DefaultBatcher {
 }
 
 impl Batcher for DefaultBatcher {
-    fn push(
+    fn push_sized(
         &mut self,
         partition: Option<String>,
         event: Event,
+        size: usize,
         now: Instant,
     ) -> Result<Vec<Batch>, EventTooLarge> {
-        let size = event.encoded_len();
         let max_bytes = self.limiter.config.max_bytes;
         if size > max_bytes {
             return Err(EventTooLarge {

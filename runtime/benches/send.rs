@@ -54,6 +54,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The throughput phase's payloads, one list per sender.
+fn split(payloads: &[Value]) -> Vec<Vec<Value>> {
+    (0..SENDERS)
+        .map(|s| {
+            (0..THROUGHPUT_EVENTS / SENDERS)
+                .map(|i| payloads[(s + i * SENDERS) % payloads.len()].clone())
+                .collect()
+        })
+        .collect()
+}
+
 const LATENCY_EVENTS: usize = 2_000;
 const THROUGHPUT_EVENTS: usize = 40_000;
 const SENDERS: usize = 32;
@@ -92,14 +103,12 @@ async fn measure_runtime(name: &'static str, durable: bool, payloads: &[Value]) 
     latencies.sort();
 
     // Throughput: many concurrent senders, until the no-op destination has every event.
-    let before = noop.0.load(Ordering::Relaxed);
+    // The payloads are cloned before the clock starts.
+    let work = split(payloads);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for s in 0..SENDERS {
+    for mine in work {
         let sender = sender.clone();
-        let mine: Vec<Value> = (0..THROUGHPUT_EVENTS / SENDERS)
-            .map(|i| payloads[(s + i * SENDERS) % payloads.len()].clone())
-            .collect();
         tasks.push(tokio::spawn(async move {
             for payload in mine {
                 sender.send("noop", payload).await.expect("send");
@@ -109,8 +118,7 @@ async fn measure_runtime(name: &'static str, durable: bool, payloads: &[Value]) 
     for task in tasks {
         task.await.expect("sender task");
     }
-    let target = before + (THROUGHPUT_EVENTS / SENDERS * SENDERS) as u64 + LATENCY_EVENTS as u64
-        - before.min(LATENCY_EVENTS as u64);
+    let target = (LATENCY_EVENTS + THROUGHPUT_EVENTS / SENDERS * SENDERS) as u64;
     while noop.0.load(Ordering::Relaxed) < target {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -141,13 +149,11 @@ async fn measure_channel(payloads: &[Value]) -> Figures {
         latencies.push(start.elapsed());
     }
     latencies.sort();
+    let work = split(payloads);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for s in 0..SENDERS {
+    for mine in work {
         let tx = tx.clone();
-        let mine: Vec<Value> = (0..THROUGHPUT_EVENTS / SENDERS)
-            .map(|i| payloads[(s + i * SENDERS) % payloads.len()].clone())
-            .collect();
         tasks.push(tokio::spawn(async move {
             for payload in mine {
                 tx.send(Event::new(payload)).await.expect("send");

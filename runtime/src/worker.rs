@@ -104,7 +104,7 @@ pub(crate) async fn run(
             records = worker.shared.queue.next(&worker.handle.name, read_max) => match records {
                 Ok(records) => {
                     for record in records {
-                        worker.push(record.seq, record.event).await;
+                        worker.push(record.seq, record.event, record.size).await;
                     }
                 }
                 Err(QueueError::Closed) => break Duration::ZERO,
@@ -131,14 +131,12 @@ struct Worker {
 }
 
 impl Worker {
-    async fn push(&mut self, seq: Seq, event: Event) {
+    async fn push(&mut self, seq: Seq, event: Event, size: usize) {
         let partition = self.handle.destination.partition_key(&event);
         let id = event.id;
         self.seqs.insert(id, seq);
-        match self
-            .batcher
-            .push(partition, event, Instant::now().into_std())
-        {
+        let now = Instant::now().into_std();
+        match self.batcher.push_sized(partition, event, size, now) {
             Ok(batches) => {
                 for batch in batches {
                     self.dispatch(batch).await;

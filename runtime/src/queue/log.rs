@@ -234,6 +234,28 @@ impl SegmentLog {
 
     /// Hands out up to `max` unread entries of `dest` if there are any, reading their
     /// events from disk; nothing is taken unless the whole call completes.
+    /// Keeps just-appended events in memory for `next`, while the cache has room and they
+    /// have not been handed out yet.
+    fn cache(&self, seqs: &[Seq], entries: Vec<(String, Event)>) {
+        let cap = self.shared.config.read_cache_bytes;
+        let mut state = self.shared.lock();
+        let state = &mut *state;
+        for (seq, (dest, event)) in seqs.iter().zip(entries) {
+            let Some(cursor) = state.dests.get(&dest) else {
+                continue;
+            };
+            let Ok(at) = cursor.unread.binary_search_by_key(seq, |slot| slot.seq) else {
+                continue; // already handed out, from disk
+            };
+            let len = u64::from(cursor.unread[at].len);
+            if state.cache_bytes + len > cap {
+                break;
+            }
+            state.cache_bytes += len;
+            state.cache.insert(*seq, event);
+        }
+    }
+
     async fn take(&self, dest: &str, max: usize) -> Result<Option<Vec<Record>>, QueueError> {
         let (plan, files) = {
             let mut state = self.shared.lock();
@@ -241,9 +263,34 @@ impl SegmentLog {
             if state.closed {
                 return Err(QueueError::Closed);
             }
-            let Some(cursor) = state.dests.get(dest) else {
+            let Some(cursor) = state.dests.get_mut(dest) else {
                 return Ok(None);
             };
+            // Fast path: the oldest unread events are still in memory.
+            let cached = cursor
+                .unread
+                .iter()
+                .take(max)
+                .take_while(|slot| state.cache.contains_key(&slot.seq))
+                .count();
+            if cached > 0 {
+                let records = cursor
+                    .unread
+                    .drain(..cached)
+                    .map(|slot| {
+                        let event = state.cache.remove(&slot.seq).expect("checked above");
+                        state.cache_bytes -= u64::from(slot.len);
+                        cursor.inflight.insert(slot.seq, slot);
+                        Record {
+                            seq: slot.seq,
+                            destination: dest.to_string(),
+                            event,
+                            size: slot.len as usize,
+                        }
+                    })
+                    .collect();
+                return Ok(Some(records));
+            }
             let plan: Vec<Slot> = cursor.unread.iter().take(max).copied().collect();
             let mut files = HashMap::new();
             for slot in &plan {
@@ -268,6 +315,7 @@ impl SegmentLog {
             .map_err(|e| io_error(&self.shared.segments_dir, std::io::Error::other(e)))??;
 
         let mut state = self.shared.lock();
+        let state = &mut *state;
         if state.closed {
             return Err(QueueError::Closed);
         }
@@ -281,15 +329,21 @@ impl SegmentLog {
             return Ok(None);
         }
         cursor.unread.drain(..plan.len());
+        let cache = &mut state.cache;
+        let cache_bytes = &mut state.cache_bytes;
         let records = plan
             .into_iter()
             .zip(events)
             .map(|(slot, event)| {
+                if cache.remove(&slot.seq).is_some() {
+                    *cache_bytes -= u64::from(slot.len);
+                }
                 cursor.inflight.insert(slot.seq, slot);
                 Record {
                     seq: slot.seq,
                     destination: dest.to_string(),
                     event,
+                    size: slot.len as usize,
                 }
             })
             .collect();
@@ -313,7 +367,6 @@ impl Queue for SegmentLog {
             return Ok(Vec::new());
         }
         let body = record::encode_body(&entries)?;
-        drop(entries);
         let reserved = (HEADER_LEN + body.len()) as u64;
         self.reserve(reserved).await?;
         let (reply, answer) = oneshot::channel();
@@ -328,7 +381,9 @@ impl Queue for SegmentLog {
         {
             return Err(QueueError::Closed);
         }
-        answer.await.unwrap_or(Err(QueueError::Closed))
+        let seqs = answer.await.unwrap_or(Err(QueueError::Closed))?;
+        self.cache(&seqs, entries);
+        Ok(seqs)
     }
 
     async fn next(&self, destination: &str, max: usize) -> Result<Vec<Record>, QueueError> {

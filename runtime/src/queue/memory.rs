@@ -158,6 +158,7 @@ impl Queue for MemoryQueue {
                                 seq,
                                 destination: destination.to_string(),
                                 event,
+                                size: size as usize,
                             }
                         })
                         .collect();

@@ -98,6 +98,9 @@ pub struct Record {
     pub destination: String,
     /// The event.
     pub event: Event,
+    /// The event's encoded size as the queue stores it, in bytes: what batch byte limits
+    /// count, so that the event need not be serialized again to be measured.
+    pub size: usize,
 }
 
 /// Per-destination queue figures for metrics.
@@ -272,6 +275,10 @@ pub struct QueueConfig {
     /// How long `append` waits for space under `block` (default 30 s).
     #[serde(with = "destination_core::duration")]
     pub full_timeout: Duration,
+    /// Encoded bytes of just-appended events kept in memory so that workers need not read
+    /// them back from disk (default 32 MiB; 0 turns the cache off). Events beyond it, and
+    /// every event after a restart, are read from the segments.
+    pub read_cache_bytes: u64,
 }
 
 impl Default for QueueConfig {
@@ -282,6 +289,7 @@ impl Default for QueueConfig {
             segment_bytes: 64 << 20,
             when_full: FullPolicy::Block,
             full_timeout: Duration::from_secs(30),
+            read_cache_bytes: 32 << 20,
         }
     }
 }

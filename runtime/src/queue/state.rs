@@ -1,5 +1,6 @@
 //! The log's in-memory index, shared by callers and the writer thread.
 
+use destination_core::Event;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +39,11 @@ pub(crate) struct State {
     /// An append was refused for space since the active segment was last rolled: roll it
     /// as soon as it is fully acknowledged, so that its space can be freed.
     pub(crate) space_wanted: bool,
+    /// Events appended by this process and not yet handed out, so that `next` can skip
+    /// reading and decoding them from disk; bounded by `QueueConfig::read_cache_bytes`.
+    pub(crate) cache: HashMap<Seq, Event>,
+    /// Encoded bytes of the events in `cache`.
+    pub(crate) cache_bytes: u64,
 }
 
 impl Shared {

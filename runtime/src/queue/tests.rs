@@ -25,6 +25,7 @@ fn small(dir: &Path, segment_bytes: u64, max_bytes: u64, when_full: FullPolicy) 
         max_bytes,
         when_full,
         full_timeout: Duration::from_millis(500),
+        ..QueueConfig::default()
     }
 }
 
@@ -109,6 +110,39 @@ async fn segment_log_keeps_the_queue_contract() {
     let dir = tempfile::tempdir().unwrap();
     let log = SegmentLog::open(config(dir.path())).await.unwrap();
     basic_contract(&log).await;
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn segment_log_without_read_cache_keeps_the_queue_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = QueueConfig {
+        read_cache_bytes: 0,
+        ..config(dir.path())
+    };
+    let log = SegmentLog::open(config).await.unwrap();
+    basic_contract(&log).await;
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn read_cache_overflow_falls_back_to_disk_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = QueueConfig {
+        read_cache_bytes: 2_000,
+        ..config(dir.path())
+    };
+    let log = SegmentLog::open(config).await.unwrap();
+    let events = sample_events(30);
+    for chunk in events.chunks(7) {
+        log.append(to("a", chunk)).await.unwrap();
+    }
+    let got = drain(&log, "a").await;
+    assert_eq!(ids(&got), events.iter().map(|e| e.id).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|r| &r.event).collect::<Vec<_>>(),
+        events.iter().collect::<Vec<_>>()
+    );
     log.close().await.unwrap();
 }
 
