@@ -73,7 +73,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Events the database refused, and its message for the first of them.
 struct Refused {
     ids: Vec<EventId>,
-    first: Option<(String, sqlx::Error)>,
+    first: Option<String>,
 }
 
 impl SqlDestination {
@@ -169,7 +169,7 @@ impl SqlDestination {
             if let [row] = part {
                 debug!(destination = %self.name, table, event = %row.id, error = %err, "row refused");
                 refused.ids.push(row.id);
-                refused.first.get_or_insert((database_message(&err), err));
+                refused.first.get_or_insert_with(|| database_message(&err));
             } else {
                 let (left, right) = part.split_at(part.len() / 2);
                 pending.push(right);
@@ -255,7 +255,6 @@ impl Destination for SqlDestination {
         let mut groups: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
         let mut rejected = Vec::new();
         let mut reason: Option<String> = None;
-        let mut source: Option<sqlx::Error> = None;
         for event in batch.events() {
             match self.table_of(event) {
                 Ok(table) => groups.entry(table).or_default().push(event),
@@ -269,13 +268,12 @@ impl Destination for SqlDestination {
         for (table, events) in &groups {
             match self.deliver_table(table, events).await {
                 Ok(refused) => {
-                    if let Some((message, err)) = refused.first {
+                    if let Some(message) = refused.first {
                         let n = refused.ids.len();
                         reason.get_or_insert(format!(
                             "{n} of {} events refused by table {table}: {message}",
                             events.len()
                         ));
-                        source.get_or_insert(err);
                         rejected.extend(refused.ids);
                     }
                 }
@@ -292,12 +290,10 @@ impl Destination for SqlDestination {
             debug!(destination = %self.name, events = batch.len(), "batch stored");
             return Ok(());
         }
+        // The message already carries the database's own message: no source, whose
+        // chain would repeat it.
         let message = reason.unwrap_or_else(|| "events refused".to_owned());
-        let mut err = DeliveryError::permanent(message).with_rejected(rejected);
-        if let Some(source) = source {
-            err = err.with_source(source);
-        }
-        Err(err)
+        Err(DeliveryError::permanent(message).with_rejected(rejected))
     }
 
     async fn health_check(&self) -> Result<(), DeliveryError> {
@@ -353,9 +349,17 @@ mod tests {
         assert_eq!(dest.partition_key(&routed).as_deref(), Some("pushes"));
 
         let bad = Event::new(json!({})).with_attribute(TABLE_ATTRIBUTE, "no spaces");
-        assert!(dest.table_of(&bad).unwrap_err().contains("invalid table name"));
+        assert!(
+            dest.table_of(&bad)
+                .unwrap_err()
+                .contains("invalid table name")
+        );
         let number = Event::new(json!({})).with_attribute(TABLE_ATTRIBUTE, 7);
-        assert!(dest.table_of(&number).unwrap_err().contains("must be a string"));
+        assert!(
+            dest.table_of(&number)
+                .unwrap_err()
+                .contains("must be a string")
+        );
         assert_eq!(dest.partition_key(&number).as_deref(), Some("7"));
     }
 
@@ -372,6 +376,9 @@ mod tests {
         let config = SqlConfig::new("postgres://loader:s3cret@127.0.0.1/db");
         let dest = SqlDestination::new("unit", config).unwrap();
         let text = format!("{dest:?}");
-        assert!(!text.contains("s3cret") && text.contains("Postgres"), "{text}");
+        assert!(
+            !text.contains("s3cret") && text.contains("Postgres"),
+            "{text}"
+        );
     }
 }

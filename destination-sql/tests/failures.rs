@@ -29,7 +29,9 @@ async fn a_table_dropped_behind_our_back_is_recreated(db: Db) {
     let table = db.table("gone");
     let dest = db.destination(&table);
     let first = vec![Event::new(json!({"a": 1, "b": "x"}))];
-    dest.deliver(&Batch::new(None, first)).await.expect("delivery");
+    dest.deliver(&Batch::new(None, first))
+        .await
+        .expect("delivery");
     db.drop_table(&table).await;
 
     let second = vec![Event::new(json!({"a": 2, "b": "y"}))];

@@ -46,7 +46,6 @@ async fn fields_changing_type_widen_their_column(db: Db) {
     let then_text = vec![Event::new(json!({"h": "plain string"}))];
     deliver(&fresh, &then_text).await;
 
-
     let types = db.column_types(&table).await;
     let expected: &[(&str, &str)] = match db.dialect {
         Dialect::Postgres => &[

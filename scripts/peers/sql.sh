@@ -3,11 +3,14 @@
 #
 #   scripts/peers/sql.sh [start]   install what is missing, start what is not running,
 #                                  make sure of passwordless access and a `test` database
-#   scripts/peers/sql.sh stop      stop the servers this script started (never others)
+#   scripts/peers/sql.sh stop      stop the servers this script started (never others;
+#                                  the private cluster is always this script's own)
 #
 # `start` appends to ${DEST_STATE}/env:
 #   export DESTINATIONS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:PORT/test
 #   export DESTINATIONS_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306/test
+#   export DESTINATIONS_TEST_POSTGRES_RESTART_URL=... (and _PGCTL, _DATA): a private
+#     PostgreSQL cluster under ${DEST_STATE}/pg-restart that tests may restart
 # PostgreSQL's port is its cluster's; MariaDB's is DEST_MYSQL_PORT (default 3306).
 set -euo pipefail
 
@@ -138,6 +141,52 @@ my_stop() {
   fi
 }
 
+# ===== A private PostgreSQL that tests may restart =====
+# A cluster of its own under ${DEST_STATE}/pg-restart (port DEST_PG_RESTART_PORT, default
+# 55433), so that a test can restart a server mid-batch without touching the shared one.
+
+pgr_dir=$state/pg-restart
+pgr_port=${DEST_PG_RESTART_PORT:-55433}
+
+pg_bindir() {
+  echo "/usr/lib/postgresql/$(pg_lsclusters -h | awk 'NR == 1 { print $1 }')/bin"
+}
+
+pgr_ctl() {
+  runuser -u postgres -- "$(pg_bindir)/pg_ctl" -D "$pgr_dir/data" "$@"
+}
+
+pgr_start() {
+  if [ ! -f "$pgr_dir/data/PG_VERSION" ]; then
+    install -d -o postgres -g postgres "$pgr_dir"
+    runuser -u postgres -- "$(pg_bindir)/initdb" -D "$pgr_dir/data" -A trust -U postgres \
+      -E UTF8 --no-sync >"$pgr_dir/initdb.log"
+  fi
+  if ! pgr_ctl status >/dev/null 2>&1; then
+    if pg_isready -q -h 127.0.0.1 -p "$pgr_port"; then
+      echo "error: port $pgr_port is taken by another server (set DEST_PG_RESTART_PORT)" >&2
+      exit 1
+    fi
+    pgr_ctl -w -t 60 -l "$pgr_dir/log" \
+      -o "-p $pgr_port -k $pgr_dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+  fi
+  if ! wait_for 300 pg_isready -q -h 127.0.0.1 -p "$pgr_port"; then
+    echo "error: the private PostgreSQL did not start; its log ($pgr_dir/log):" >&2
+    tail -n 20 "$pgr_dir/log" >&2 || true
+    exit 1
+  fi
+  export_var DESTINATIONS_TEST_POSTGRES_RESTART_URL "postgres://postgres@127.0.0.1:$pgr_port/postgres"
+  export_var DESTINATIONS_TEST_POSTGRES_RESTART_PGCTL "$(pg_bindir)/pg_ctl"
+  export_var DESTINATIONS_TEST_POSTGRES_RESTART_DATA "$pgr_dir/data"
+  echo "private postgres (restartable) ready at 127.0.0.1:$pgr_port"
+}
+
+pgr_stop() {
+  if [ -f "$pgr_dir/data/PG_VERSION" ] && pgr_ctl status >/dev/null 2>&1; then
+    pgr_ctl -m fast -w stop >/dev/null
+  fi
+}
+
 # ===== env =====
 
 # Sets `export NAME=VALUE` in the env file, replacing an earlier value.
@@ -152,10 +201,12 @@ mkdir -p "$state"
 case "${1:-start}" in
   start)
     pg_start
+    pgr_start
     my_start
     ;;
   stop)
     my_stop
+    pgr_stop
     pg_stop
     ;;
   *)

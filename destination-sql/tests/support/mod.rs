@@ -36,15 +36,15 @@ impl Db {
     /// The PostgreSQL peer, or `None` (test skipped) when it is not configured.
     pub async fn postgres(test: &str) -> Option<Self> {
         let url = peer("DESTINATIONS_TEST_POSTGRES_URL", test)?;
+        Some(Self::postgres_at(url).await)
+    }
+
+    /// PostgreSQL at `url`.
+    pub async fn postgres_at(url: String) -> Self {
         let pool = sqlx::PgPool::connect(&url)
             .await
             .expect("connect to the PostgreSQL peer");
-        Some(Self::with(
-            Dialect::Postgres,
-            url,
-            Pool::Postgres(pool),
-            None,
-        ))
+        Self::with(Dialect::Postgres, url, Pool::Postgres(pool), None)
     }
 
     /// The MySQL/MariaDB peer, or `None` (test skipped) when it is not configured.

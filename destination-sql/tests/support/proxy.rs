@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -15,9 +15,17 @@ const UNLIMITED: usize = usize::MAX;
 /// Forwards connections to `target` until told to cut them.
 pub struct Proxy {
     pub addr: SocketAddr,
-    budget: Arc<AtomicUsize>,
-    cuts: watch::Sender<u64>,
+    limit: Arc<Limit>,
     task: JoinHandle<()>,
+}
+
+/// What happens once the byte budget is spent.
+struct Limit {
+    budget: AtomicUsize,
+    /// Hold the connection (forward nothing more) instead of cutting it.
+    hold: AtomicBool,
+    cuts: watch::Sender<u64>,
+    holds: watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -26,34 +34,46 @@ impl Proxy {
             .await
             .expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let budget = Arc::new(AtomicUsize::new(UNLIMITED));
-        let (cuts, _) = watch::channel(0u64);
+        let limit = Arc::new(Limit {
+            budget: AtomicUsize::new(UNLIMITED),
+            hold: AtomicBool::new(false),
+            cuts: watch::channel(0).0,
+            holds: watch::channel(0).0,
+        });
         let task = tokio::spawn({
-            let budget = Arc::clone(&budget);
-            let cuts = cuts.clone();
+            let limit = Arc::clone(&limit);
             async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    tokio::spawn(forward(client, target, Arc::clone(&budget), cuts.clone()));
+                    tokio::spawn(forward(client, target, Arc::clone(&limit)));
                 }
             }
         });
-        Self {
-            addr,
-            budget,
-            cuts,
-            task,
-        }
+        Self { addr, limit, task }
     }
 
     /// Drops every open connection once `bytes` more bytes went from clients to the
     /// server; connections opened afterwards work again.
     pub fn cut_after(&self, bytes: usize) {
-        self.budget.store(bytes, Ordering::SeqCst);
+        self.limit.hold.store(false, Ordering::SeqCst);
+        self.limit.budget.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Stops forwarding the connection that sends `bytes` more bytes to the server, leaving
+    /// it open: the server sees a client in the middle of a statement.
+    pub fn hold_after(&self, bytes: usize) {
+        self.limit.hold.store(true, Ordering::SeqCst);
+        self.limit.budget.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Waits until a connection is held.
+    pub async fn held(&self) {
+        let mut holds = self.limit.holds.subscribe();
+        holds.wait_for(|n| *n > 0).await.expect("proxy alive");
     }
 
     /// How many times the connections were cut.
     pub fn cuts(&self) -> u64 {
-        *self.cuts.borrow()
+        *self.limit.cuts.borrow()
     }
 }
 
@@ -63,16 +83,11 @@ impl Drop for Proxy {
     }
 }
 
-async fn forward(
-    client: TcpStream,
-    target: SocketAddr,
-    budget: Arc<AtomicUsize>,
-    cuts: watch::Sender<u64>,
-) {
+async fn forward(client: TcpStream, target: SocketAddr, limit: Arc<Limit>) {
     let Ok(server) = TcpStream::connect(target).await else {
         return;
     };
-    let mut cut = cuts.subscribe();
+    let mut cut = limit.cuts.subscribe();
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
 
@@ -83,14 +98,19 @@ async fn forward(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            let left = budget.load(Ordering::SeqCst);
+            let left = limit.budget.load(Ordering::SeqCst);
             if left != UNLIMITED {
                 if n >= left {
-                    budget.store(UNLIMITED, Ordering::SeqCst);
-                    cuts.send_modify(|count| *count += 1);
+                    limit.budget.store(UNLIMITED, Ordering::SeqCst);
+                    if limit.hold.load(Ordering::SeqCst) {
+                        limit.holds.send_modify(|count| *count += 1);
+                        // Until the server closes its side.
+                        std::future::pending::<()>().await;
+                    }
+                    limit.cuts.send_modify(|count| *count += 1);
                     return;
                 }
-                budget.fetch_sub(n, Ordering::SeqCst);
+                limit.budget.fetch_sub(n, Ordering::SeqCst);
             }
             if server_write.write_all(&buf[..n]).await.is_err() {
                 return;
