@@ -120,7 +120,11 @@ my_start() {
   # Root over TCP without a password (a throwaway test server), and the test database;
   # the unix socket lets the system's root in whatever TCP allows.
   if ! my_tcp -e 'SELECT 1' >/dev/null 2>&1; then
-    mariadb -u root -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+    # Debian's root@localhost authenticates by unix socket only; TCP from 127.0.0.1 may
+    # match either account, so both accept an empty password.
+    mariadb -u root -e "ALTER USER 'root'@'localhost'
+        IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('');
+      CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
       GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
       FLUSH PRIVILEGES;"
   fi
