@@ -43,7 +43,24 @@
 //! # Retention
 //!
 //! With `retention_days` set, rows sent longer ago than that are deleted after a delivery
-//! to their table, at most once an hour per table.
+//! to their table, at most once an hour per table (per process).
+//!
+//! # Cancel safety
+//!
+//! A dropped delivery leaves nothing half-written: bulk writes run in one transaction,
+//! PostgreSQL's schema lock ends with its transaction, and the MySQL connection holding a
+//! `GET_LOCK` is closed rather than pooled again.
+//!
+//! # Known limitations
+//!
+//! - Only MariaDB is tested on the MySQL side; MySQL 8 paths (no `ADD COLUMN IF NOT
+//!   EXISTS`, a native JSON type) are written to its documentation but untested.
+//! - Widening a PostgreSQL or MySQL column rewrites the table under an exclusive lock:
+//!   cheap on young tables, slow on large ones.
+//! - SQLite keeps declared types, and type affinity turns a text that looks like a number
+//!   into a number in numeric columns.
+//! - Tables are created in the connection's default schema (PostgreSQL `search_path`,
+//!   the MySQL database of the URL).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -129,6 +129,9 @@ pub(super) async fn evolve(
     needs: &Needs,
 ) -> Result<Columns, sqlx::Error> {
     let mut conn = pool.acquire().await?;
+    // `GET_LOCK` belongs to the session: if this future is dropped half-way, the connection
+    // must not go back to the pool still holding it. Closing it releases the lock.
+    conn.close_on_drop();
     let maria = flavor.get(&mut conn).await?;
 
     let locked: Option<i64> =
@@ -150,9 +153,7 @@ pub(super) async fn evolve(
         .execute(&mut *conn)
         .await;
     if let Err(error) = release {
-        // A closed connection releases its locks; a pooled one would keep them.
-        tracing::debug!(table, %error, "schema lock release failed, closing the connection");
-        conn.close_on_drop();
+        tracing::debug!(table, %error, "schema lock release failed; closing the connection");
     }
     result
 }
