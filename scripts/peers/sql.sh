@@ -172,7 +172,7 @@ pgr_start() {
       exit 1
     fi
     pgr_ctl -w -t 60 -l "$pgr_dir/log" \
-      -o "-p $pgr_port -k $pgr_dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+      -o "-p $pgr_port -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off" start >/dev/null
   fi
   if ! wait_for 300 pg_isready -q -h 127.0.0.1 -p "$pgr_port"; then
     echo "error: the private PostgreSQL did not start; its log ($pgr_dir/log):" >&2
