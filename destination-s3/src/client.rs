@@ -66,7 +66,10 @@ pub(crate) fn open(config: &S3Config) -> Result<Target, S3Error> {
         }
         "file" => {
             // `file://dir` parses `dir` as a host and would write under `/`.
-            if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+            if url
+                .host_str()
+                .is_some_and(|h| !h.is_empty() && h != "localhost")
+            {
                 return Err(config_error(format!(
                     "file url {:?} must be absolute, as file:///absolute/dir (three slashes)",
                     config.url
