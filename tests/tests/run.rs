@@ -165,10 +165,10 @@ async fn start_with_env(config: &Path, port: u16, env: &[(&str, &str)]) -> Servi
     let client = reqwest::Client::new();
     let started = Instant::now();
     loop {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
-            if r.status() == 200 {
-                break;
-            }
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
+            && r.status() == 200
+        {
+            break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
