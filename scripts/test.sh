@@ -17,6 +17,13 @@ mkdir -p "$DEST_STATE"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages"
+# openssl: the HTTP destination's TLS test serves a self-signed certificate with it.
+if ! command -v openssl >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq openssl
+fi
+echo "ok"
+
 step "starting test peers"
 for peer in scripts/peers/*.sh; do
   [ -e "$peer" ] || continue
