@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::batch::Batch;
 use crate::batcher::BatchConfig;
 use crate::error::DeliveryError;
-use crate::event::Event;
+use crate::event::{Event, EventId};
 
 /// A place events are delivered to: a webhook, a mailbox, a bucket, a table, a stream.
 ///
@@ -121,6 +121,15 @@ pub trait Destination: Send + Sync + fmt::Debug {
     fn default_batch(&self) -> BatchConfig {
         BatchConfig::default()
     }
+
+    /// Hands over what the target last answered for `event`, for destinations that record
+    /// it (an HTTP destination keeps the status, latency and start of the body), and
+    /// forgets it. The runtime calls this once the event is delivered or given up, and keeps
+    /// the answer with the event's delivery record.
+    fn take_response(&self, event: &EventId) -> Option<serde_json::Value> {
+        let _ = event;
+        None
+    }
 }
 
 macro_rules! forward_destination {
@@ -150,6 +159,10 @@ macro_rules! forward_destination {
 
             fn default_batch(&self) -> BatchConfig {
                 (**self).default_batch()
+            }
+
+            fn take_response(&self, event: &EventId) -> Option<serde_json::Value> {
+                (**self).take_response(event)
             }
         }
     };

@@ -412,6 +412,10 @@ impl Destination for HttpDestination {
             _ => BatchConfig::default(),
         }
     }
+
+    fn take_response(&self, event: &EventId) -> Option<serde_json::Value> {
+        self.responses.take(event).map(|r| r.to_json())
+    }
 }
 
 impl fmt::Debug for HttpDestination {

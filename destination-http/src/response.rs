@@ -36,6 +36,21 @@ pub struct ResponseRecord {
     pub at: SystemTime,
 }
 
+impl ResponseRecord {
+    /// The record as JSON, for delivery records: `status`, `latency_ms`, `body`, `error`
+    /// and `at` (RFC 3339, UTC).
+    pub fn to_json(&self) -> serde_json::Value {
+        let at: chrono::DateTime<chrono::Utc> = self.at.into();
+        serde_json::json!({
+            "status": self.status,
+            "latency_ms": self.latency.as_secs_f64() * 1000.0,
+            "body": self.body,
+            "error": self.error,
+            "at": at.to_rfc3339(),
+        })
+    }
+}
+
 /// A function called with each new [`ResponseRecord`], for example to store it with the
 /// delivery record. It runs inside `deliver`, so it must be quick and must not block.
 pub type ResponseHook = Arc<dyn Fn(&ResponseRecord) + Send + Sync>;

@@ -44,6 +44,7 @@
 
 pub mod config;
 mod dead_letters;
+pub mod deliveries;
 mod metrics;
 pub mod queue;
 mod receipts;

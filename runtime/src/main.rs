@@ -43,6 +43,25 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Shows recent delivery records: each batch's outcome, and what the target last
+    /// answered for each event when the destination records it (HTTP).
+    Deliveries {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this destination's.
+        #[arg(long)]
+        destination: Option<String>,
+        /// Only the records about this event id.
+        #[arg(long)]
+        event: Option<String>,
+        /// How many of the newest records to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the records as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lists or replays dead letters.
     Dlq {
         #[command(subcommand)]
@@ -95,6 +114,19 @@ fn main() -> ExitCode {
             Command::Run { config } => cli::run::run(&config).await,
             Command::Send { config, to, input } => cli::send::send(&config, &to, &input).await,
             Command::Check { config } => cli::check(&config).await,
+            Command::Deliveries {
+                config,
+                destination,
+                event,
+                limit,
+                json,
+            } => cli::deliveries::show(
+                &config,
+                destination.as_deref(),
+                event.as_deref(),
+                limit,
+                json,
+            ),
             Command::Dlq { action } => match action {
                 DlqAction::List {
                     config,

@@ -12,6 +12,7 @@ use tracing::info;
 
 use crate::config::{Config, ConfigError, DestinationSettings};
 use crate::dead_letters::MemoryDeadLetters;
+use crate::deliveries::DeliveryLog;
 use crate::metrics::Metrics;
 use crate::queue::{
     DeadLetterStore, FileDeadLetters, MemoryQueue, Queue, QueueConfig, QueueError, SegmentLog,
@@ -150,10 +151,13 @@ impl RuntimeBuilder {
             }));
         }
 
+        let mut deliveries = None;
         let (queue, dead_letters): (Arc<dyn Queue>, Arc<dyn DeadLetterStore>) = match self.queue {
             QueueChoice::Embedded(config) => {
                 let dead = FileDeadLetters::open(&config.path)?;
-                (Arc::new(SegmentLog::open(config).await?), Arc::new(dead))
+                let log = SegmentLog::open(config.clone()).await?;
+                deliveries = Some(DeliveryLog::start(&config.path));
+                (Arc::new(log), Arc::new(dead))
             }
             QueueChoice::Memory => (
                 Arc::new(MemoryQueue::new()),
@@ -167,6 +171,7 @@ impl RuntimeBuilder {
             dead_letters,
             receipts: Receipts::default(),
             metrics: Metrics::new(handles.iter().map(|h| h.name.clone())),
+            deliveries,
         });
         let (state, watcher) = watch::channel(State::Running);
         let workers = handles

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{Instrument, debug, error, info_span, warn};
 
+use crate::deliveries::{DeliveryLog, DeliveryRecord};
 use crate::metrics::{Counters, Metrics};
 use crate::queue::{DeadLetter, DeadLetterStore, Queue, QueueError, Seq};
 use crate::receipts::{Outcome, Receipts};
@@ -25,6 +26,7 @@ pub(crate) struct Shared {
     pub(crate) dead_letters: Arc<dyn DeadLetterStore>,
     pub(crate) receipts: Receipts,
     pub(crate) metrics: Metrics,
+    pub(crate) deliveries: Option<DeliveryLog>,
 }
 
 /// A destination with the settings the runtime drives it by.
@@ -147,6 +149,7 @@ impl Worker {
                 let batch = Batch::new(None, vec![*too_large.event]);
                 let seqs = self.take_seqs(&batch);
                 let job = Job::new(&self.shared, &self.handle, batch, seqs);
+                job.record(Rejected::All, Some(&error), 0);
                 job.dead_letter(error, 0, None).await;
             }
         }
@@ -233,6 +236,14 @@ impl Pause {
     }
 }
 
+/// Which events of a batch were given up.
+#[derive(Clone, Copy)]
+enum Rejected<'a> {
+    None,
+    Some(&'a [EventId]),
+    All,
+}
+
 /// One batch on its way, with the queue positions to acknowledge.
 struct Job {
     shared: Arc<Shared>,
@@ -272,6 +283,7 @@ impl Job {
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "batch delivered"
                     );
+                    self.record(Rejected::None, None, attempts);
                     return self.delivered(None).await;
                 }
                 Ok(Err(err)) => err,
@@ -312,9 +324,60 @@ impl Job {
         match error.rejected() {
             Some(rejected) if matches!(error.kind(), ErrorKind::Permanent | ErrorKind::Config) => {
                 let rejected = rejected.to_vec();
+                self.record(Rejected::Some(&rejected), Some(&message), attempts);
                 self.delivered(Some((rejected, message, attempts))).await;
             }
-            _ => self.dead_letter(message, attempts, None).await,
+            _ => {
+                self.record(Rejected::All, Some(&message), attempts);
+                self.dead_letter(message, attempts, None).await;
+            }
+        }
+    }
+
+    /// Keeps the outcome with the batch's delivery record, and each event's last response
+    /// when the destination recorded one.
+    fn record(&self, rejected: Rejected<'_>, error: Option<&str>, attempts: u32) {
+        let Some(log) = &self.shared.deliveries else {
+            return;
+        };
+        let outcome = |id: Option<&EventId>| {
+            let dead = match (rejected, id) {
+                (Rejected::None, _) => false,
+                (Rejected::All, _) => true,
+                (Rejected::Some(ids), Some(id)) => ids.contains(id),
+                (Rejected::Some(_), None) => false,
+            };
+            match (dead, rejected) {
+                (true, _) => "dead_lettered",
+                (false, Rejected::Some(_)) if id.is_none() => "partly_delivered",
+                (false, _) => "delivered",
+            }
+        };
+        let base = DeliveryRecord {
+            at: Utc::now(),
+            destination: self.handle.name.clone(),
+            batch: self.batch.key(),
+            events: self.batch.len(),
+            outcome: outcome(None).to_string(),
+            attempts,
+            error: error.map(str::to_string),
+            event: None,
+            response: None,
+        };
+        let mut answered = false;
+        for id in self.batch.ids() {
+            if let Some(response) = self.handle.destination.take_response(&id) {
+                answered = true;
+                log.record(DeliveryRecord {
+                    outcome: outcome(Some(&id)).to_string(),
+                    event: Some(id),
+                    response: Some(response),
+                    ..base.clone()
+                });
+            }
+        }
+        if !answered {
+            log.record(base);
         }
     }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use destinations::{Config, Runtime};
 use tracing_subscriber::EnvFilter;
 
+pub(crate) mod deliveries;
 pub(crate) mod dlq;
 pub(crate) mod run;
 pub(crate) mod send;
