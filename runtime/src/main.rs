@@ -8,6 +8,10 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Durable, batched event delivery.
 #[derive(Debug, Parser)]
 #[command(name = "destinations", version, about)]
