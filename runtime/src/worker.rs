@@ -66,6 +66,7 @@ pub(crate) async fn run(
         permits: Arc::new(Semaphore::new(handle.concurrency)),
         pause: Arc::new(Pause::default()),
         tasks: JoinSet::new(),
+        stop: Some(state.clone()),
         shared,
         handle,
     };
@@ -130,6 +131,21 @@ struct Worker {
     permits: Arc<Semaphore>,
     pause: Arc<Pause>,
     tasks: JoinSet<()>,
+    /// Watched while waiting for a delivery slot, so that a destination whose slots are all
+    /// taken by retrying batches still notices shutdown; `None` once shutdown has begun.
+    stop: Option<watch::Receiver<State>>,
+}
+
+/// Resolves once the runtime starts stopping (or is gone).
+async fn stopping(state: &mut watch::Receiver<State>) {
+    loop {
+        if matches!(*state.borrow_and_update(), State::Stopping(_)) {
+            return;
+        }
+        if state.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Worker {
@@ -162,7 +178,16 @@ impl Worker {
     /// Starts delivering a batch once a concurrency permit is free.
     async fn dispatch(&mut self, batch: Batch) {
         let seqs = self.take_seqs(&batch);
-        let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+        let acquire = Arc::clone(&self.permits).acquire_owned();
+        let permit = match &mut self.stop {
+            Some(state) => tokio::select! {
+                permit = acquire => permit.ok(),
+                // Not delivered and not acknowledged: the events stay queued.
+                () = stopping(state) => None,
+            },
+            None => acquire.await.ok(),
+        };
+        let Some(permit) = permit else {
             return;
         };
         let job = Job::new(&self.shared, &self.handle, batch, seqs);
@@ -186,6 +211,7 @@ impl Worker {
     /// Flushes open batches and waits for deliveries until `deadline`; what is not
     /// delivered by then stays in the queue.
     async fn finish(mut self, deadline: Duration) {
+        self.stop = None;
         let until = Instant::now() + deadline;
         for batch in self.batcher.flush_all() {
             if Instant::now() >= until {

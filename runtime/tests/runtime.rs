@@ -406,3 +406,32 @@ async fn bad_sends_are_clear_errors() {
         Err(SendError::Closed)
     ));
 }
+
+#[tokio::test]
+async fn shutdown_keeps_its_deadline_when_every_slot_is_retrying() {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    for _ in 0..100 {
+        memory.fail_next(DeliveryError::retryable("down"));
+    }
+    let mut settings = settings(100);
+    settings.concurrency = Some(1);
+    settings.batch.max_events = Some(1);
+    settings.retry.initial_backoff = Duration::from_secs(5);
+    settings.retry.max_backoff = Duration::from_secs(5);
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .shutdown_deadline(Duration::from_millis(300))
+        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings)
+        .build()
+        .await
+        .unwrap();
+    for i in 0..5 {
+        runtime.sender().send("m", json!({"i": i})).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(5), runtime.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown overran its 300 ms deadline by seconds"
+    );
+}
