@@ -347,7 +347,7 @@ pub async fn deliver_until_done(
 pub fn github_events(count: usize) -> Vec<destination_core::Event> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/github-webhooks.ndjson"
+        "/../testdata/github-webhooks.ndjson"
     );
     let Ok(text) = std::fs::read_to_string(path) else {
         eprintln!("github-webhooks.ndjson not found at {path}; using sample events");

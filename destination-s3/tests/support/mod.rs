@@ -268,7 +268,7 @@ pub fn github_events() -> Vec<Event> {
     let path = std::env::var("DESTINATIONS_GITHUB_WEBHOOKS").unwrap_or_else(|_| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/github-webhooks.ndjson"
+            "/../testdata/github-webhooks.ndjson"
         )
         .into()
     });
