@@ -157,8 +157,8 @@ fn status_in(text: &str) -> Option<u16> {
 }
 
 impl S3Error {
-    /// The runtime's view of this error: its class, a message naming the bucket, and
-    /// this error as the cause.
+    /// The runtime's view of this error: its class, a message naming the bucket, and this
+    /// error's cause as the source.
     pub fn into_delivery_error(self) -> DeliveryError {
         let message = self.to_string();
         let err = match &self {
@@ -172,7 +172,13 @@ impl S3Error {
                 Class::Config(why) => DeliveryError::config(format!("{message}: {why}: {bucket}")),
             },
         };
-        err.with_source(self)
+        // The message already is this error's text: keep only its cause as the source, so
+        // that the chain names each cause once.
+        match self {
+            Self::Open { source, .. } | Self::Store { source, .. } => err.with_source(source),
+            Self::Encode { source, .. } => err.with_source(source),
+            Self::Config { .. } | Self::BadPrefix { .. } => err,
+        }
     }
 }
 
