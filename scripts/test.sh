@@ -54,4 +54,4 @@ cargo check -q -p destinations --no-default-features
 echo "ok"
 
 step "cargo test"
-cargo test --workspace --all-features
+cargo test --workspace --all-features --no-fail-fast
