@@ -40,6 +40,10 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --all-features --no-deps
+echo "ok"
+
 step "feature isolation: the s3-only build pulls in no other destination"
 tree=$(cargo tree -p destinations --no-default-features --features s3 -e normal --prefix none)
 for other in destination-http destination-sql destination-email destination-snowflake \

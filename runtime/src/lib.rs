@@ -2,7 +2,7 @@
 //! durably, to a webhook, a mailbox, an object store, a SQL warehouse, Snowflake or a live
 //! SSE stream.
 //!
-//! `send` returns once the event is in the durable [queue](queue) (an embedded segment log by
+//! `send` returns once the event is in the durable [queue] (an embedded segment log by
 //! default). One worker per destination reads its events, groups them with a
 //! [`Batcher`](destination_core::Batcher), delivers batches with a concurrency limit, retries
 //! per the destination's [`RetryPolicy`](destination_core::RetryPolicy) and moves what cannot
