@@ -18,6 +18,8 @@
 //!   cargo bench -p destinations --features full --bench s3
 //! ```
 
+mod support;
+
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +37,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::{Value, json};
+use support::{cpu_secs, load_average, machine_busy_secs, payloads};
 
 /// Events per object in the throughput phases (about 5 MB of JSON).
 const BATCH_EVENTS: usize = 500;
@@ -58,18 +61,6 @@ const CONCURRENCY: usize = 4;
 const PHASE_LIMIT: Duration = Duration::from_secs(90);
 const ENDPOINT_VAR: &str = "DESTINATIONS_TEST_S3_ENDPOINT";
 const PHASE_VAR: &str = "S3_BENCH_PHASE";
-
-fn payloads() -> Vec<Value> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/github-webhooks.ndjson"
-    );
-    std::fs::read_to_string(path)
-        .expect("testdata")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
-}
 
 /// A field of `/proc/self/status`, in KiB.
 fn proc_status_kib(field: &str) -> u64 {
@@ -536,31 +527,6 @@ async fn phase_drain(events: usize, batch_events: usize, dir: &str) -> Value {
     result
 }
 
-/// CPU seconds this process has used (user and system).
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let after_name = &stat[stat.rfind(')').expect("stat") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the command name.
-    let ticks = |i: usize| fields[i].parse::<f64>().expect("cpu ticks");
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Busy CPU seconds of the whole machine (every process, every core).
-fn machine_busy_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .expect("cpu line")
-        .split_whitespace()
-        .skip(1)
-        .map(|t| t.parse().expect("ticks"))
-        .collect();
-    // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
-    (ticks.iter().take(8).sum::<f64>() - ticks[3] - ticks[4]) / 100.0
-}
-
 /// Wall time, this process's CPU time and the machine's busy time of a measured span.
 struct Clock {
     started: Instant,
@@ -647,14 +613,6 @@ fn f(r: &Value, key: &str) -> f64 {
         Err(_) => &r[key],
     };
     value.as_f64().unwrap_or(f64::NAN)
-}
-
-/// The 1-minute load average: other work on the machine skews every figure.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 fn eps(r: &Value) -> f64 {

@@ -5,6 +5,8 @@
 //! cargo bench -p destinations --bench send
 //! ```
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use destination_core::{Batch, DeliveryError, Destination, Event};
 use destinations::queue::QueueConfig;
 use destinations::{DestinationSettings, Runtime};
 use serde_json::Value;
+use support::payloads;
 
 /// Counts what it receives and does nothing else.
 #[derive(Debug, Default)]
@@ -29,18 +32,6 @@ impl Destination for NoOp {
         self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(())
     }
-}
-
-fn payloads() -> Vec<Value> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/github-webhooks.ndjson"
-    );
-    std::fs::read_to_string(path)
-        .expect("testdata")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
 }
 
 struct Figures {

@@ -16,6 +16,8 @@
 //!   cargo bench -p destinations --features full --bench sql
 //! ```
 
+mod support;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +26,7 @@ use destination_sql::{SqlConfig, SqlDestination};
 use destinations::queue::QueueConfig;
 use destinations::{DestinationSettings, Runtime};
 use serde_json::Value;
+use support::{cpu_secs, load_average, machine_busy_secs, payloads};
 
 /// Rows of each run: the 420 real payloads, repeated.
 const EVENTS: usize = 20_000;
@@ -34,18 +37,6 @@ const SENDERS: usize = 8;
 /// Longest a run may take before the bench gives up.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 const URL_VAR: &str = "DESTINATIONS_TEST_POSTGRES_URL";
-
-fn payloads() -> Vec<Value> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/github-webhooks.ndjson"
-    );
-    std::fs::read_to_string(path)
-        .expect("testdata")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
-}
 
 /// Runs one `psql` command against `url` and returns its output, trimmed.
 fn psql(url: &str, command: &str) -> String {
@@ -75,39 +66,6 @@ fn count(url: &str, table: &str) -> u64 {
     psql(url, &format!("SELECT count(*) FROM {table}"))
         .parse()
         .expect("a count")
-}
-
-/// CPU seconds this process has used (user and system).
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let after_name = &stat[stat.rfind(')').expect("stat") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the command name.
-    let ticks = |i: usize| fields[i].parse::<f64>().expect("cpu ticks");
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Busy CPU seconds of the whole machine (every process, every core).
-fn machine_busy_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .expect("cpu line")
-        .split_whitespace()
-        .skip(1)
-        .map(|t| t.parse().expect("ticks"))
-        .collect();
-    // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
-    (ticks.iter().take(8).sum::<f64>() - ticks[3] - ticks[4]) / 100.0
-}
-
-/// The 1-minute load average: other work on the machine skews every figure.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 /// One measured run.
