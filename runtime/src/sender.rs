@@ -170,6 +170,41 @@ impl Sender {
         for (name, event) in &entries {
             self.intake.check(name, event)?;
         }
+        self.append_with_receipts(entries).await
+    }
+
+    /// Queues, atomically and with a receipt each, the entries that can be sent, and hands
+    /// back the others by their index in `entries` with the reason, without queuing them.
+    ///
+    /// Each event is checked once: a caller that wants per-event errors (a line number, an
+    /// item of a request) need not call [`check`](Self::check) first.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] when the queue refuses the valid entries; then none was queued.
+    pub async fn send_valid_with_receipts(
+        &self,
+        entries: Vec<(String, Event)>,
+    ) -> Result<(Vec<(EventId, Receipt)>, Vec<(usize, SendError)>), SendError> {
+        let mut valid = Vec::with_capacity(entries.len());
+        let mut invalid = Vec::new();
+        for (index, (name, event)) in entries.into_iter().enumerate() {
+            match self.intake.check(&name, &event) {
+                Ok(()) => valid.push((name, event)),
+                Err(err) => invalid.push((index, err)),
+            }
+        }
+        if valid.is_empty() {
+            return Ok((Vec::new(), invalid));
+        }
+        Ok((self.append_with_receipts(valid).await?, invalid))
+    }
+
+    /// Registers a receipt for each (already checked) entry and queues them.
+    async fn append_with_receipts(
+        &self,
+        entries: Vec<(String, Event)>,
+    ) -> Result<Vec<(EventId, Receipt)>, SendError> {
         let receipts = &self.intake.shared.receipts;
         // Registered first, so that a delivery racing the append still finds its receipt.
         let registered: Vec<(EventId, Receipt)> = entries

@@ -435,3 +435,38 @@ async fn shutdown_keeps_its_deadline_when_every_slot_is_retrying() {
         "shutdown overran its 300 ms deadline by seconds"
     );
 }
+
+#[tokio::test]
+async fn send_valid_queues_the_good_and_names_the_bad() {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .max_event_bytes(64)
+        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings(1))
+        .build()
+        .await
+        .unwrap();
+    let entries = vec![
+        ("m".to_string(), Event::new(json!({"ok": 1}))),
+        ("m".to_string(), Event::new(json!({"big": "x".repeat(100)}))),
+        ("nope".to_string(), Event::new(json!({"ok": 2}))),
+        ("m".to_string(), Event::new(json!({"ok": 3}))),
+    ];
+    let (sent, rejected) = runtime
+        .sender()
+        .send_valid_with_receipts(entries)
+        .await
+        .unwrap();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(rejected.len(), 2);
+    assert!(matches!(
+        rejected[0],
+        (1, SendError::TooLarge { max: 64, .. })
+    ));
+    assert!(matches!(rejected[1], (2, SendError::UnknownDestination(_))));
+    for (_, receipt) in sent {
+        assert_eq!(receipt.await, Outcome::Delivered);
+    }
+    assert_eq!(memory.events().len(), 2);
+    runtime.shutdown().await.unwrap();
+}

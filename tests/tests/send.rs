@@ -67,8 +67,11 @@ fn bad_lines_are_reported_and_the_rest_delivered() {
     let config = lake_config(dir.path(), 25, "");
     let lines = input_lines();
     let input = format!(
-        "{}\n{{\"broken\": \n[1, 2]\n{}\n\n{}\n",
-        lines[0], lines[1], lines[2]
+        "{}\n{{\"broken\": \n[1, 2]\n{}\n\n{}\n{{\"huge\": \"{}\"}}\n",
+        lines[0],
+        lines[1],
+        lines[2],
+        "x".repeat(2 << 20)
     );
     let mut child = Command::new(binary())
         .args(["send", "--config"])
@@ -96,7 +99,11 @@ fn bad_lines_are_reported_and_the_rest_delivered() {
     assert!(stderr.contains("line 2: invalid JSON"), "{stderr}");
     assert!(stderr.contains("line 3: not a JSON object"), "{stderr}");
     assert!(
-        stdout.contains("delivered 3") && stdout.contains("invalid lines 2"),
+        stderr.contains("line 7: event of") && stderr.contains("exceeds the limit"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("delivered 3") && stdout.contains("invalid lines 3"),
         "{stdout}"
     );
     assert_eq!(stored_ids(&dir.path().join("lake")).len(), 3);

@@ -142,27 +142,21 @@ async fn flush(
     chunk: &mut Vec<(usize, Event)>,
     receipts: &mut Vec<Receipt>,
 ) -> Result<usize, Failure> {
-    let mut rejected = 0;
+    if chunk.is_empty() {
+        return Ok(0);
+    }
     // An oversized event is reported by line; the rest of the chunk still goes in.
-    let mut entries = Vec::with_capacity(chunk.len());
-    for (number, event) in chunk.drain(..) {
-        match sender.check(to, &event) {
-            Ok(()) => entries.push((to.to_string(), event)),
-            Err(err) => {
-                eprintln!("line {number}: {}; skipped", chain(&err));
-                rejected += 1;
-            }
-        }
-    }
-    if entries.is_empty() {
-        return Ok(rejected);
-    }
-    let sent = sender
-        .send_all_with_receipts(entries)
+    let numbers: Vec<usize> = chunk.iter().map(|(number, _)| *number).collect();
+    let entries = chunk.drain(..).map(|(_, e)| (to.to_string(), e)).collect();
+    let (sent, rejected) = sender
+        .send_valid_with_receipts(entries)
         .await
         .map_err(|e| chain(&e))?;
+    for (index, err) in &rejected {
+        eprintln!("line {}: {}; skipped", numbers[*index], chain(err));
+    }
     receipts.extend(sent.into_iter().map(|(_, r)| r));
-    Ok(rejected)
+    Ok(rejected.len())
 }
 
 #[derive(Debug, Default)]
