@@ -65,7 +65,7 @@ use crate::event::{Event, EventId};
 ///
 ///     async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
 ///         for event in batch.events() {
-///             println!("{} {}", event.id, event.payload);
+///             println!("{} {}", event.id, event.payload());
 ///         }
 ///         Ok(())
 ///     }

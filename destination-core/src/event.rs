@@ -2,18 +2,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// Per-event attributes: routing hints that are not part of the payload.
 ///
 /// Destinations document the keys they read, for example `prefix` (S3), `table` (SQL),
 /// `channel` (SSE) or `url` (HTTP, when overrides are allowed).
-pub type Attributes = BTreeMap<String, serde_json::Value>;
+pub type Attributes = BTreeMap<String, Value>;
 
 /// A unique, time-ordered event id (a UUIDv7).
 ///
@@ -69,6 +72,12 @@ impl FromStr for EventId {
 
 /// One event: an id, the time it was sent, a JSON payload and optional attributes.
 ///
+/// The payload is held as a parsed [`Value`], as its compact JSON text, or both, and each
+/// form is made from the other the first time it is asked for, then kept. An event that
+/// comes back from the queue as text and goes out as text (an HTTP body, an NDJSON line) is
+/// never parsed; one made from a value is serialized once, however often it is measured,
+/// stored and sent.
+///
 /// # Examples
 ///
 /// ```
@@ -77,37 +86,68 @@ impl FromStr for EventId {
 ///
 /// let event = Event::new(json!({"action": "opened"})).with_attribute("prefix", "github");
 /// assert_eq!(event.attribute_str("prefix"), Some("github"));
+/// assert_eq!(event.payload()["action"], "opened");
+/// assert_eq!(&event.payload_json()[..], br#"{"action":"opened"}"#);
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// The idempotency key, stable across retries.
     pub id: EventId,
     /// When the event was handed to `send`, in UTC.
     pub sent_at: DateTime<Utc>,
-    /// The JSON payload.
-    pub payload: serde_json::Value,
     /// Routing hints for the destination.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: Attributes,
+    /// At least one of the two is set.
+    value: OnceLock<Value>,
+    json: OnceLock<Bytes>,
 }
 
 impl Event {
     /// A new event with a fresh id, sent now.
-    pub fn new(payload: serde_json::Value) -> Self {
+    pub fn new(payload: Value) -> Self {
+        Self::with_id(EventId::new(), Utc::now(), payload)
+    }
+
+    /// An event with a given id and time, for events rebuilt from storage.
+    pub fn with_id(id: EventId, sent_at: DateTime<Utc>, payload: Value) -> Self {
         Self {
-            id: EventId::new(),
-            sent_at: Utc::now(),
-            payload,
+            id,
+            sent_at,
             attributes: Attributes::new(),
+            value: OnceLock::from(payload),
+            json: OnceLock::new(),
         }
     }
 
+    /// An event whose payload is given as JSON text, as [`payload_json`](Self::payload_json)
+    /// wrote it; the text is parsed only if a destination asks for the value.
+    ///
+    /// # Errors
+    ///
+    /// When `json` is not one JSON value, or holds a line break outside a string (the text
+    /// must fit on one NDJSON line).
+    pub fn from_json(
+        id: EventId,
+        sent_at: DateTime<Utc>,
+        json: Bytes,
+    ) -> Result<Self, serde_json::Error> {
+        // A syntax check that builds nothing; the value itself is parsed on demand.
+        serde_json::from_slice::<IgnoredAny>(&json)?;
+        if json.contains(&b'\n') {
+            return Err(serde::de::Error::custom(
+                "payload JSON must be compact (no line breaks)",
+            ));
+        }
+        Ok(Self {
+            id,
+            sent_at,
+            attributes: Attributes::new(),
+            value: OnceLock::new(),
+            json: OnceLock::from(json),
+        })
+    }
+
     /// Adds or replaces one attribute.
-    pub fn with_attribute(
-        mut self,
-        key: impl Into<String>,
-        value: impl Into<serde_json::Value>,
-    ) -> Self {
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.attributes.insert(key.into(), value.into());
         self
     }
@@ -117,28 +157,140 @@ impl Event {
         self.attributes.get(key).and_then(|v| v.as_str())
     }
 
+    /// The JSON payload.
+    ///
+    /// An event made with [`from_json`](Self::from_json) parses its text here, once. Text
+    /// that passed that check but does not parse into a [`Value`] (a number beyond the
+    /// range of `f64`, which serde_json refuses) reads as a string holding the text.
+    pub fn payload(&self) -> &Value {
+        self.value.get_or_init(|| {
+            let json = self.json.get().expect("an event holds a value or its JSON");
+            serde_json::from_slice(json)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(json).into_owned()))
+        })
+    }
+
+    /// The payload, to change it; the JSON text kept for it is dropped.
+    pub fn payload_mut(&mut self) -> &mut Value {
+        self.payload();
+        self.json = OnceLock::new();
+        self.value.get_mut().expect("parsed above")
+    }
+
+    /// Replaces the payload.
+    pub fn set_payload(&mut self, payload: Value) {
+        self.value = OnceLock::from(payload);
+        self.json = OnceLock::new();
+    }
+
+    /// Takes the payload out of the event.
+    pub fn into_payload(mut self) -> Value {
+        self.payload();
+        self.value.take().expect("parsed above")
+    }
+
+    /// The payload as compact JSON text: what an HTTP body or an NDJSON line carries.
+    ///
+    /// Serialized on the first call and kept; cloning the returned [`Bytes`] is cheap.
+    pub fn payload_json(&self) -> &Bytes {
+        self.json.get_or_init(|| {
+            let value = self
+                .value
+                .get()
+                .expect("an event holds a value or its JSON");
+            let mut out = Vec::with_capacity(1024);
+            // Writing a `Value` to memory cannot fail: its keys are strings.
+            let _ = serde_json::to_writer(&mut out, value);
+            if out.capacity() > out.len() + out.len() / 4 {
+                out.shrink_to_fit();
+            }
+            Bytes::from(out)
+        })
+    }
+
     /// The size of the payload encoded as compact JSON, in bytes.
     ///
     /// Batch byte limits are measured with this number: it is what an NDJSON or HTTP body
     /// carries, and an upper bound of what a compressed columnar file stores.
     pub fn encoded_len(&self) -> usize {
-        let mut counter = ByteCounter(0);
-        // Writing a `Value` to a counter cannot fail: it has no non-string keys.
-        let _ = serde_json::to_writer(&mut counter, &self.payload);
-        counter.0
+        self.payload_json().len()
     }
 }
 
-struct ByteCounter(usize);
-
-impl io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
+impl Clone for Event {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            sent_at: self.sent_at,
+            attributes: self.attributes.clone(),
+            value: self.value.clone(),
+            json: self.json.clone(),
+        }
     }
+}
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        let same_payload = match (self.json.get(), other.json.get()) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.payload() == other.payload(),
+        };
+        self.id == other.id
+            && self.sent_at == other.sent_at
+            && self.attributes == other.attributes
+            && same_payload
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("sent_at", &self.sent_at)
+            .field("payload", self.payload())
+            .field("attributes", &self.attributes)
+            .finish()
+    }
+}
+
+/// The serialized form: `{"id", "sent_at", "payload", "attributes"}`, attributes left out
+/// when there are none.
+#[derive(Serialize)]
+struct EventRef<'a> {
+    id: EventId,
+    sent_at: DateTime<Utc>,
+    payload: &'a Value,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    attributes: &'a Attributes,
+}
+
+#[derive(Deserialize)]
+struct EventOwned {
+    id: EventId,
+    sent_at: DateTime<Utc>,
+    payload: Value,
+    #[serde(default)]
+    attributes: Attributes,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        EventRef {
+            id: self.id,
+            sent_at: self.sent_at,
+            payload: self.payload(),
+            attributes: &self.attributes,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let e = EventOwned::deserialize(deserializer)?;
+        let mut event = Self::with_id(e.id, e.sent_at, e.payload);
+        event.attributes = e.attributes;
+        Ok(event)
     }
 }
 
@@ -168,7 +320,42 @@ mod tests {
         let event = Event::new(json!({"name": "ünïcode", "n": [1, 2, 3]}));
         assert_eq!(
             event.encoded_len(),
-            serde_json::to_vec(&event.payload).unwrap().len()
+            serde_json::to_vec(event.payload()).unwrap().len()
         );
+    }
+
+    #[test]
+    fn json_and_value_are_made_from_each_other() {
+        let value = json!({"a": [1, null, {"b": "line\nbreak"}], "z": 1.5});
+        let made = Event::new(value.clone());
+        let text = made.payload_json().clone();
+        let back = Event::from_json(made.id, made.sent_at, text.clone()).unwrap();
+        assert_eq!(back.payload_json(), &text, "the text is kept as given");
+        assert_eq!(back.payload(), &value);
+        assert_eq!(back, made);
+    }
+
+    #[test]
+    fn changing_the_payload_drops_the_old_text() {
+        let mut event = Event::from_json(EventId::new(), Utc::now(), Bytes::from("[1]")).unwrap();
+        event.payload_mut().as_array_mut().unwrap().push(json!(2));
+        assert_eq!(&event.payload_json()[..], b"[1,2]");
+        event.set_payload(json!("x"));
+        assert_eq!(&event.payload_json()[..], b"\"x\"");
+        assert_eq!(event.into_payload(), json!("x"));
+    }
+
+    #[test]
+    fn from_json_refuses_what_is_not_one_compact_value() {
+        for bad in ["", "{", "[1] [2]", "{\"a\":\n1}", "nul"] {
+            let got = Event::from_json(EventId::new(), Utc::now(), Bytes::from(bad));
+            assert!(got.is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn text_beyond_f64_reads_as_a_string() {
+        let event = Event::from_json(EventId::new(), Utc::now(), Bytes::from("1e400")).unwrap();
+        assert_eq!(event.payload(), &json!("1e400"));
     }
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use destination_core::{Batch, BatchConfig, DeliveryError, Destination, Event, EventId};
 use futures::future::join_all;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
@@ -182,15 +183,14 @@ impl HttpDestination {
     }
 
     /// The request body, or the reason the events cannot be sent.
-    fn body(&self, target: &Target, events: &[&Event]) -> Result<Option<Vec<u8>>, String> {
-        let payloads = events.iter().map(|e| &e.payload);
-        fn to_vec<T: serde::Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, String> {
-            serde_json::to_vec(v).map_err(|e| format!("payload not encodable: {e}"))
-        }
+    ///
+    /// Bodies are assembled from each event's JSON text as the queue kept it, so an event
+    /// is not serialized again for every attempt.
+    fn body(&self, target: &Target, events: &[&Event]) -> Result<Option<Bytes>, String> {
         match self.body {
             BodyMode::Single => match events.first() {
-                Some(e) if target.method.allows_body() && !e.payload.is_null() => {
-                    to_vec(&e.payload).map(Some)
+                Some(e) if target.method.allows_body() && &e.payload_json()[..] != b"null" => {
+                    Ok(Some(e.payload_json().clone()))
                 }
                 _ => Ok(None),
             },
@@ -198,24 +198,12 @@ impl HttpDestination {
                 "method {} carries no body, which batched bodies need",
                 target.method
             )),
-            BodyMode::JsonArray => to_vec(&payloads.collect::<Vec<_>>()).map(Some),
-            BodyMode::Ndjson => {
-                let mut body = Vec::new();
-                for payload in payloads {
-                    body.extend(to_vec(payload)?);
-                    body.push(b'\n');
-                }
-                Ok(Some(body))
-            }
+            BodyMode::JsonArray => Ok(Some(joined(events, b"[", b",", b"]"))),
+            BodyMode::Ndjson => Ok(Some(joined(events, b"", b"\n", b"\n"))),
         }
     }
 
-    fn request(
-        &self,
-        target: &Target,
-        body: Option<Vec<u8>>,
-        key: &str,
-    ) -> reqwest::RequestBuilder {
+    fn request(&self, target: &Target, body: Option<Bytes>, key: &str) -> reqwest::RequestBuilder {
         let mut headers = target.headers.clone();
         let key_value = HeaderValue::from_str(key).expect("event ids are ascii");
         if body.is_some() && !headers.contains_key(CONTENT_TYPE) {
@@ -348,6 +336,21 @@ impl HttpDestination {
             self.responses.insert(record);
         }
     }
+}
+
+/// The events' JSON texts between `open` and `close`, separated by `between`.
+fn joined(events: &[&Event], open: &[u8], between: &[u8], close: &[u8]) -> Bytes {
+    let len: usize = events.iter().map(|e| e.encoded_len() + between.len()).sum();
+    let mut body = Vec::with_capacity(open.len() + len + close.len());
+    body.extend_from_slice(open);
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.extend_from_slice(between);
+        }
+        body.extend_from_slice(event.payload_json());
+    }
+    body.extend_from_slice(close);
+    Bytes::from(body)
 }
 
 #[async_trait]

@@ -22,7 +22,7 @@ async fn json_array_sends_one_request_per_batch() {
     assert_eq!(request.method, "POST");
     assert_eq!(request.header("content-type"), Some("application/json"));
     assert_eq!(request.key(), Some(batch.key().as_str()));
-    let payloads: Vec<Value> = events.into_iter().map(|e| e.payload).collect();
+    let payloads: Vec<Value> = events.into_iter().map(Event::into_payload).collect();
     assert_eq!(request.json(), Value::Array(payloads));
 }
 
@@ -47,7 +47,7 @@ async fn ndjson_sends_one_line_per_event() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let payloads: Vec<Value> = events.into_iter().map(|e| e.payload).collect();
+    let payloads: Vec<Value> = events.into_iter().map(Event::into_payload).collect();
     assert_eq!(lines, payloads);
 }
 

@@ -39,7 +39,7 @@ impl Encoder {
         let mut root = StructShape::default();
         let mut sources: Vec<Source> = Vec::new();
         for event in events.iter().map(Borrow::borrow) {
-            match &event.payload {
+            match event.payload() {
                 Value::Object(object) => {
                     for (key, value) in object {
                         let known = root.names.len();
@@ -123,7 +123,7 @@ impl Encoder {
         for (source, shape) in &self.columns {
             let values: Vec<Option<&Value>> = events
                 .iter()
-                .map(|e| match (source, &e.borrow().payload) {
+                .map(|e| match (source, e.borrow().payload()) {
                     (Source::Key(key), Value::Object(object)) => object.get(key),
                     (Source::Whole, Value::Object(_)) | (Source::Key(_), _) => None,
                     (Source::Whole, other) => Some(other),
@@ -244,7 +244,7 @@ pub(crate) fn ndjson_line(event: &Event, out: &mut Vec<u8>) {
         .sent_at
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     object.insert(SENT_AT_COLUMN.into(), Value::String(sent_at));
-    match &event.payload {
+    match event.payload() {
         Value::Object(payload) => {
             for (key, value) in payload {
                 object.insert(column_name(key), value.clone());

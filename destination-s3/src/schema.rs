@@ -59,7 +59,7 @@ impl Plan {
             } => {
                 let (kept, refused): (Vec<&Event>, Vec<&Event>) = events
                     .iter()
-                    .partition(|e| payload_fits(columns, &e.payload));
+                    .partition(|e| payload_fits(columns, e.payload()));
                 (kept, refused.iter().map(|e| e.id).collect())
             }
             _ => (events.iter().collect(), Vec::new()),

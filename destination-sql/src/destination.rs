@@ -187,7 +187,7 @@ impl SqlDestination {
     ) -> Result<Refused, DeliveryError> {
         let all: Vec<Fields<'_>> = events
             .iter()
-            .map(|e| fields(self.dialect, &e.payload))
+            .map(|e| fields(self.dialect, e.payload()))
             .collect();
         let needs = needs(&all);
         let mut retried = false;

@@ -215,9 +215,12 @@ async fn unreachable_database_fails_health_check(db: Db) {
 
 async fn retention_deletes_old_rows_at_most_hourly(db: Db) {
     let table = db.table("keep");
-    let old = |i: i64| Event {
-        sent_at: Utc::now() - chrono::Duration::days(10) + chrono::Duration::seconds(i),
-        ..Event::new(json!({"age": "old", "i": i}))
+    let old = |i: i64| {
+        Event::with_id(
+            EventId::new(),
+            Utc::now() - chrono::Duration::days(10) + chrono::Duration::seconds(i),
+            json!({"age": "old", "i": i}),
+        )
     };
     let recent: Vec<Event> = (0..5)
         .map(|i| Event::new(json!({"age": "new", "i": i})))

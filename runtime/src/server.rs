@@ -117,14 +117,14 @@ async fn ingest(
             );
         }
     };
-    let payloads = match parse_body(&bytes, state.max_event_bytes, state.max_events) {
-        Ok(payloads) => payloads,
+    let events = match parse_body(&bytes, state.max_event_bytes, state.max_events) {
+        Ok(events) => events,
         Err((status, message)) => return error(status, message),
     };
 
-    let entries = payloads
+    let entries = events
         .into_iter()
-        .map(|p| (destination.clone(), Event::new(p)))
+        .map(|e| (destination.clone(), e))
         .collect();
     match state.sender.send_all(entries).await {
         Ok(ids) => (StatusCode::ACCEPTED, axum::Json(json!({ "ids": ids }))).into_response(),
@@ -161,12 +161,15 @@ async fn ingest(
 
 type Rejection = (StatusCode, String);
 
-/// Splits a body into event payloads: a JSON object, an array of objects, or NDJSON.
+/// Splits a body into events: a JSON object, an array of objects, or NDJSON.
+///
+/// Each event is measured here, and the JSON text made to measure it is the one the queue
+/// stores, so an accepted event is serialized once.
 pub(crate) fn parse_body(
     bytes: &[u8],
     max_event_bytes: usize,
     max_events: usize,
-) -> Result<Vec<Value>, Rejection> {
+) -> Result<Vec<Event>, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
@@ -207,14 +210,16 @@ pub(crate) fn parse_body(
     if payloads.len() > max_events {
         return Err(too_many());
     }
-    for (index, payload) in payloads.iter().enumerate() {
+    let mut events = Vec::with_capacity(payloads.len());
+    for (index, payload) in payloads.into_iter().enumerate() {
         if !payload.is_object() {
             return Err((
                 StatusCode::BAD_REQUEST,
                 format!("event {} is not a JSON object", index + 1),
             ));
         }
-        let size = json_len(payload);
+        let event = Event::new(payload);
+        let size = event.encoded_len();
         if size > max_event_bytes {
             return Err((
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -225,14 +230,9 @@ pub(crate) fn parse_body(
                 ),
             ));
         }
+        events.push(event);
     }
-    Ok(payloads)
-}
-
-fn json_len(value: &Value) -> usize {
-    serde_json::to_vec(value)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX)
+    Ok(events)
 }
 
 #[cfg(test)]

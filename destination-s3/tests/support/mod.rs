@@ -300,7 +300,7 @@ pub fn assert_parquet_holds(objects: &[(Path, Bytes)], events: &[Event]) -> usiz
                     .get(&row.id)
                     .unwrap_or_else(|| panic!("unknown id {}", row.id));
                 assert_eq!(row.sent_at_micros, event.sent_at.timestamp_micros());
-                let expected = expected_payload(&event.payload, &fields);
+                let expected = expected_payload(event.payload(), &fields);
                 assert_eq!(
                     row.payload, expected,
                     "payload of event {} in {path}",
@@ -324,7 +324,7 @@ pub fn assert_ndjson_holds(objects: &[(Path, Bytes)], events: &[Event]) {
                 .get(&row.id)
                 .unwrap_or_else(|| panic!("unknown id {}", row.id));
             assert_eq!(row.sent_at_micros, event.sent_at.timestamp_micros());
-            assert_eq!(row.payload, event.payload, "payload of event {}", row.id);
+            assert_eq!(row.payload, *event.payload(), "payload of event {}", row.id);
         }
     }
     assert_eq!(seen.len(), events.len(), "events stored");

@@ -340,9 +340,9 @@ pub fn assert_payloads_stored(
         let row = rows
             .get(&event.id)
             .unwrap_or_else(|| panic!("event {} has no row", event.id));
-        let Value::Object(map) = &event.payload else {
+        let Value::Object(map) = event.payload() else {
             assert!(
-                same(&event.payload, row.get("value").unwrap_or(&Value::Null)),
+                same(event.payload(), row.get("value").unwrap_or(&Value::Null)),
                 "{}",
                 event.id
             );

@@ -77,7 +77,7 @@ impl MemoryQueue {
 
 #[async_trait]
 impl Queue for MemoryQueue {
-    async fn append(&self, entries: Vec<(String, Event)>) -> Result<Vec<Seq>, QueueError> {
+    async fn append(&self, mut entries: Vec<(String, Event)>) -> Result<Vec<Seq>, QueueError> {
         let sizes: Vec<u64> = (entries.iter())
             .map(|(d, e)| e.encoded_len() as u64 + d.len() as u64 + ENTRY_OVERHEAD)
             .collect();
@@ -111,11 +111,14 @@ impl Queue for MemoryQueue {
                     state.used += bytes;
                     let mut seqs = Vec::with_capacity(entries.len());
                     let mut notifies = Vec::new();
-                    for ((dest, event), size) in entries.iter().zip(&sizes) {
+                    // Taken only on the way out of the loop: the events move, uncopied.
+                    for ((dest, event), size) in
+                        std::mem::take(&mut entries).into_iter().zip(&sizes)
+                    {
                         let seq = state.next_seq;
                         state.next_seq += 1;
-                        let cursor = state.dests.entry(dest.clone()).or_default();
-                        cursor.unread.push_back((seq, event.clone(), *size));
+                        let cursor = state.dests.entry(dest).or_default();
+                        cursor.unread.push_back((seq, event, *size));
                         notifies.push(Arc::clone(&cursor.notify));
                         seqs.push(seq);
                     }

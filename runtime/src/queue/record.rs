@@ -18,9 +18,21 @@
 //! ```
 //!
 //! `sent_at` is in nanoseconds since the Unix epoch, clamped to the range of an i64. The
-//! n-th entry (from 0) has seq `first seq + n`.
+//! n-th entry (from 0) has seq `first seq + n`. The event is stored in parts, so that its
+//! payload's JSON text can be handed on without being parsed:
+//!
+//! ```text
+//! event: 00 | id [16] | sent_at seconds i64 | nanoseconds u32 | attributes length u32
+//!        | attributes JSON (empty when there are none) | payload JSON
+//! ```
+//!
+//! An event that starts with `{` instead of `00` is the whole event as one JSON object, as
+//! logs written before this layout hold it; both are read.
 
-use destination_core::Event;
+use bytes::Bytes;
+use chrono::DateTime;
+use destination_core::{Attributes, Event, EventId};
+use uuid::Uuid;
 
 use super::{QueueError, Seq};
 
@@ -160,7 +172,10 @@ pub(crate) const SEQ_FIELD: std::ops::Range<usize> = 0..8;
 pub(crate) fn encode_body(entries: &[(String, Event)]) -> Result<Vec<u8>, QueueError> {
     let count = u32::try_from(entries.len())
         .map_err(|_| QueueError::Codec("too many entries in one append".into()))?;
-    let mut body = Vec::with_capacity(12 + entries.len() * 256);
+    let size: usize = (entries.iter())
+        .map(|(d, e)| d.len() + e.encoded_len() + 64)
+        .sum();
+    let mut body = Vec::with_capacity(12 + size);
     body.extend_from_slice(&0u64.to_le_bytes());
     body.extend_from_slice(&count.to_le_bytes());
     for (destination, event) in entries {
@@ -180,7 +195,7 @@ pub(crate) fn encode_body(entries: &[(String, Event)]) -> Result<Vec<u8>, QueueE
         body.extend_from_slice(&sent_at.to_le_bytes());
         let len_at = body.len();
         body.extend_from_slice(&0u32.to_le_bytes());
-        serde_json::to_writer(&mut body, event).map_err(|e| QueueError::Codec(e.to_string()))?;
+        encode_event(event, &mut body)?;
         let event_len = u32::try_from(body.len() - len_at - 4)
             .map_err(|_| QueueError::Codec("event is larger than 4 GiB".into()))?;
         body[len_at..len_at + 4].copy_from_slice(&event_len.to_le_bytes());
@@ -192,6 +207,59 @@ pub(crate) fn encode_body(entries: &[(String, Event)]) -> Result<Vec<u8>, QueueE
         )));
     }
     Ok(body)
+}
+
+/// The first byte of an event stored in parts.
+const EVENT_PARTS: u8 = 0x00;
+
+/// Appends the stored form of `event` (see the module docs) to `out`.
+fn encode_event(event: &Event, out: &mut Vec<u8>) -> Result<(), QueueError> {
+    out.push(EVENT_PARTS);
+    out.extend_from_slice(event.id.as_uuid().as_bytes());
+    out.extend_from_slice(&event.sent_at.timestamp().to_le_bytes());
+    out.extend_from_slice(&event.sent_at.timestamp_subsec_nanos().to_le_bytes());
+    let len_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    if !event.attributes.is_empty() {
+        serde_json::to_writer(&mut *out, &event.attributes)
+            .map_err(|e| QueueError::Codec(e.to_string()))?;
+        let len = u32::try_from(out.len() - len_at - 4)
+            .map_err(|_| QueueError::Codec("attributes are larger than 4 GiB".into()))?;
+        out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+    out.extend_from_slice(event.payload_json());
+    Ok(())
+}
+
+/// Reads back an event written by `encode_event`, or one stored as a whole JSON object.
+///
+/// # Errors
+///
+/// A message when the bytes do not hold an event.
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<Event, String> {
+    match bytes.first() {
+        Some(&EVENT_PARTS) => {}
+        Some(b'{') => return serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        _ => return Err("not a stored event".into()),
+    }
+    let mut reader = Reader {
+        body: bytes,
+        pos: 1,
+    };
+    let id = EventId::from_uuid(Uuid::from_bytes(reader.array()?));
+    let secs = i64::from_le_bytes(reader.array()?);
+    let nanos = u32::from_le_bytes(reader.array()?);
+    let sent_at = DateTime::from_timestamp(secs, nanos)
+        .ok_or_else(|| format!("sent_at out of range: {secs}.{nanos:09}"))?;
+    let attributes_len = u32::from_le_bytes(reader.array()?) as usize;
+    let attributes = match reader.take(attributes_len)? {
+        [] => Attributes::new(),
+        json => serde_json::from_slice(json).map_err(|e| format!("attributes: {e}"))?,
+    };
+    let payload = Bytes::copy_from_slice(&bytes[reader.pos..]);
+    let mut event = Event::from_json(id, sent_at, payload).map_err(|e| format!("payload: {e}"))?;
+    event.attributes = attributes;
+    Ok(event)
 }
 
 /// Decodes a log body into its first seq and entries.
@@ -314,9 +382,35 @@ mod tests {
         for ((dest, event), entry) in events.iter().zip(&entries) {
             assert_eq!(entry.destination, dest);
             assert_eq!(Some(entry.sent_at), event.sent_at.timestamp_nanos_opt());
-            let json = &body[entry.event_at..entry.event_at + entry.event_len as usize];
-            assert_eq!(&serde_json::from_slice::<Event>(json).unwrap(), event);
+            let stored = &body[entry.event_at..entry.event_at + entry.event_len as usize];
+            assert_eq!(&decode_event(stored).unwrap(), event);
         }
+    }
+
+    #[test]
+    fn events_keep_their_time_attributes_and_payload_text() {
+        let sent_at = DateTime::from_timestamp(-12_345_678_901, 123_456_789).unwrap();
+        let mut event = Event::with_id(EventId::new(), sent_at, json!({"b": [1, "x"], "a": null}))
+            .with_attribute("url", "http://127.0.0.1/x");
+        let text = event.payload_json().clone();
+        let mut out = Vec::new();
+        encode_event(&event, &mut out).unwrap();
+        let back = decode_event(&out).unwrap();
+        assert_eq!(back, event);
+        assert_eq!(back.payload_json(), &text);
+        event.attributes.clear();
+        out.clear();
+        encode_event(&event, &mut out).unwrap();
+        assert_eq!(decode_event(&out).unwrap(), event);
+    }
+
+    #[test]
+    fn events_stored_as_one_json_object_are_still_read() {
+        let event = Event::new(json!({"x": 1})).with_attribute("prefix", "p");
+        let old = serde_json::to_vec(&event).unwrap();
+        assert_eq!(decode_event(&old).unwrap(), event);
+        assert!(decode_event(b"").is_err());
+        assert!(decode_event(&[EVENT_PARTS, 1, 2]).is_err());
     }
 
     proptest::proptest! {

@@ -266,7 +266,7 @@ pub(crate) fn read_events(
             .map_err(|e| io_error(path, e))?;
         for slot in &plan[i..j] {
             let at = (slot.offset - start) as usize;
-            let event = serde_json::from_slice(&buf[at..at + slot.len as usize]).map_err(|e| {
+            let event = record::decode_event(&buf[at..at + slot.len as usize]).map_err(|e| {
                 QueueError::Codec(format!(
                     "event of seq {} in {}: {e}",
                     slot.seq,

@@ -302,11 +302,11 @@ async fn corrupt_middle_record_costs_only_that_record() {
     let dir = tempfile::tempdir().unwrap();
     let (events, segment) = five_records(dir.path()).await;
     let mut bytes = std::fs::read(&segment).unwrap();
-    let marker = events[2].id.to_string();
+    let marker = events[2].id.as_uuid().as_bytes();
     let at = bytes
         .windows(marker.len())
-        .position(|w| w == marker.as_bytes())
-        .unwrap();
+        .position(|w| w == marker)
+        .expect("the third event's id is in the segment");
     bytes[at] ^= 0x01;
     std::fs::write(&segment, &bytes).unwrap();
 
