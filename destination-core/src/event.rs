@@ -198,13 +198,7 @@ impl Event {
                 .value
                 .get()
                 .expect("an event holds a value or its JSON");
-            let mut out = Vec::with_capacity(1024);
-            // Writing a `Value` to memory cannot fail: its keys are strings.
-            let _ = serde_json::to_writer(&mut out, value);
-            if out.capacity() > out.len() + out.len() / 4 {
-                out.shrink_to_fit();
-            }
-            Bytes::from(out)
+            encode(value)
         })
     }
 
@@ -215,6 +209,35 @@ impl Event {
     pub fn encoded_len(&self) -> usize {
         self.payload_json().len()
     }
+}
+
+/// The largest scratch buffer a thread keeps between encodings.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Compact JSON of `value`, in an allocation of exactly its size.
+///
+/// Writing into a growing vector of its own would reallocate about log2(size) times per
+/// event; a per-thread scratch buffer that has already grown is written into instead, and
+/// the result copied once.
+fn encode(value: &Value) -> Bytes {
+    SCRATCH.with(|scratch| {
+        let Ok(mut buf) = scratch.try_borrow_mut() else {
+            // Re-entered from inside a serializer: no scratch to share.
+            return Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+        };
+        buf.clear();
+        // Writing a `Value` to memory cannot fail: its keys are strings.
+        let _ = serde_json::to_writer(&mut *buf, value);
+        let out = Bytes::copy_from_slice(&buf);
+        if buf.capacity() > SCRATCH_KEEP {
+            *buf = Vec::new();
+        }
+        out
+    })
 }
 
 impl Clone for Event {
