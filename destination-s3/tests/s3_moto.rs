@@ -1,14 +1,20 @@
 //! The destination against a real S3-compatible server (moto, started by
-//! `scripts/peers/s3.sh`). Skipped with a notice when `DESTINATIONS_TEST_S3_ENDPOINT` is
-//! unset, unless `DESTINATIONS_REQUIRE_PEERS` is set.
+//! `scripts/peers/s3.sh`). Skipped with a notice when `DESTINATIONS_TEST_S3_ENDPOINT` (or,
+//! for the test that kills a server of its own, `DESTINATIONS_TEST_MOTO_SERVER`) is unset,
+//! unless `DESTINATIONS_REQUIRE_PEERS` is set.
 
 mod support;
 
-use destination_core::testing::{self, peer};
-use destination_core::{Batch, Destination, ErrorKind, Event};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use destination_core::testing::{self, ReadBack, peer};
+use destination_core::{Batch, DeliveryError, Destination, ErrorKind, Event, EventId};
 use destination_s3::{Compression, Format, MIN_S3_PART_SIZE, S3Config, S3Destination};
 use serde_json::json;
-use support::moto::{create_bucket, open_uploads, unique_bucket};
+use support::moto::{create_bucket, open_uploads, stored_parts, unique_bucket};
+use support::moto_process::MotoProcess;
 use support::{StoreReadBack, assert_ndjson_holds, assert_parquet_holds, github_events, objects};
 
 const VAR: &str = "DESTINATIONS_TEST_S3_ENDPOINT";
@@ -214,4 +220,146 @@ async fn a_server_dying_mid_upload_then_redelivery_stores_each_event_once() {
     // The upload cut off with the server could not be aborted (the abort request failed
     // too); it is the one a bucket lifecycle rule must clean. Nothing else is left open.
     assert!(open_uploads(&moto, &bucket).await <= 1);
+}
+
+const MOTO_VAR: &str = "DESTINATIONS_TEST_MOTO_SERVER";
+
+/// Polls the server until it has stored at least one part of an open multipart upload,
+/// and returns that upload's key and how many parts it has.
+///
+/// Killing the server then is killing it mid-upload for certain: the upload was opened and
+/// fed, and with a batch many parts long most parts, and the completion, are still to come.
+/// Polling the server's state rather than sleeping keeps this independent of how fast the
+/// machine encodes and uploads.
+async fn wait_for_a_stored_part(
+    endpoint: &str,
+    bucket: &str,
+    delivery: &mut tokio::task::JoinHandle<Result<(), DeliveryError>>,
+) -> (String, usize) {
+    let started = Instant::now();
+    loop {
+        let fed = stored_parts(endpoint, bucket).await;
+        if let Some(upload) = fed.into_iter().find(|(_, parts)| *parts > 0) {
+            return upload;
+        }
+        if delivery.is_finished() {
+            let outcome = delivery.await.expect("the delivery task panicked");
+            panic!(
+                "the delivery ended before any part reached the server ({outcome:?}): too \
+                 small a batch to go multipart, or a failure"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no part of the multipart upload reached the server within two minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Delivers `batch` as the runtime would: again after each retryable failure, a few times.
+async fn deliver_until_stored(dest: &S3Destination, batch: &Batch) {
+    const ATTEMPTS: u32 = 5;
+    for attempt in 1..=ATTEMPTS {
+        match dest.deliver(batch).await {
+            Ok(()) => return,
+            Err(err) if err.is_retryable() && attempt < ATTEMPTS => {
+                eprintln!("attempt {attempt} failed, retrying: {}", err.chain());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => panic!(
+                "redelivery attempt {attempt} failed ({:?}): {}",
+                err.kind(),
+                err.chain()
+            ),
+        }
+    }
+}
+
+/// Checks that `stored` holds each id of `sent` exactly once, and nothing else.
+fn assert_each_stored_once(stored: &[EventId], sent: &[EventId]) {
+    let mut counts: HashMap<EventId, usize> = sent.iter().map(|id| (*id, 0)).collect();
+    let mut unknown = 0;
+    for id in stored {
+        match counts.get_mut(id) {
+            Some(n) => *n += 1,
+            None => unknown += 1,
+        }
+    }
+    let missing = counts.values().filter(|n| **n == 0).count();
+    let duplicated = counts.values().filter(|n| **n > 1).count();
+    assert!(
+        (missing, duplicated, unknown) == (0, 0, 0),
+        "of {} events sent, {missing} are missing and {duplicated} stored more than once; \
+         {unknown} stored rows are not from the batch",
+        sent.len()
+    );
+}
+
+/// The server process itself dies (`SIGKILL`) in the middle of a multipart upload, and
+/// comes back empty, as an in-memory server does: the bucket is created again and the
+/// batch redelivered. Every event is then stored exactly once, under the batch's key, and
+/// no multipart upload is left open.
+///
+/// The server is one of the test's own: the shared peer serves the other tests meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_upload_and_restarted_stores_each_event_once() {
+    let Some(binary) = peer(MOTO_VAR, "killed_server") else {
+        return;
+    };
+    let mut moto = MotoProcess::start(&binary).await;
+    let endpoint = moto.endpoint();
+    let bucket = unique_bucket("killed");
+    create_bucket(&endpoint, &bucket).await;
+    let settings = config(&endpoint, &bucket)
+        .with_part_size(MIN_S3_PART_SIZE)
+        .with_compression(Compression::None);
+    let dest = Arc::new(S3Destination::new("killed", settings).unwrap());
+    // About eight parts: when the first is stored, most of the object is still to come.
+    let batch = Batch::new(None, bulky_events(40 * 1024 * 1024));
+    let key = dest.object_path(&batch).unwrap();
+
+    let mut delivery = {
+        let (dest, batch) = (Arc::clone(&dest), batch.clone());
+        tokio::spawn(async move { dest.deliver(&batch).await })
+    };
+    let (killed_key, parts) = wait_for_a_stored_part(&endpoint, &bucket, &mut delivery).await;
+    moto.kill();
+    eprintln!("killed the server with {parts} part(s) of the upload stored");
+    assert_eq!(
+        killed_key,
+        key.as_ref(),
+        "the upload was for the batch's key"
+    );
+    let err = delivery.await.unwrap().expect_err(
+        "the delivery cannot succeed: its server was killed before the upload was complete",
+    );
+    assert!(err.is_retryable(), "{:?}: {}", err.kind(), err.chain());
+
+    moto.restart().await;
+    let (status, _) = support::moto::request(&endpoint, "HEAD", &format!("/{bucket}")).await;
+    assert_eq!(
+        status, 404,
+        "the restarted server still has the bucket: it was not killed"
+    );
+    create_bucket(&endpoint, &bucket).await;
+    deliver_until_stored(&dest, &batch).await;
+    // A replay of the same batch later, as after a crash of the sender, changes nothing.
+    deliver_until_stored(&dest, &batch).await;
+
+    let stored = objects(dest.store().as_ref(), dest.root()).await;
+    let keys: Vec<_> = stored.iter().map(|(path, _)| path.clone()).collect();
+    assert_eq!(
+        keys,
+        [key],
+        "one object, under the same deterministic key as the killed upload"
+    );
+    let stored_ids = read_back(&dest).stored_ids().await.unwrap();
+    assert_each_stored_once(&stored_ids, &batch.ids().collect::<Vec<_>>());
+    assert_parquet_holds(&stored, batch.events());
+    assert_eq!(
+        open_uploads(&endpoint, &bucket).await,
+        0,
+        "a multipart upload is left open after the failure and redeliveries"
+    );
 }

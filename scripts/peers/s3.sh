@@ -5,7 +5,9 @@
 #   scripts/peers/s3.sh stop      stop it
 #
 # State (venv, pid, log) lives in ${DEST_STATE}; `start` appends
-# `export DESTINATIONS_TEST_S3_ENDPOINT=http://127.0.0.1:PORT` to ${DEST_STATE}/env.
+# `export DESTINATIONS_TEST_S3_ENDPOINT=http://127.0.0.1:PORT` to ${DEST_STATE}/env, and
+# `export DESTINATIONS_TEST_MOTO_SERVER=.../moto_server`: the binary, for tests that must
+# kill and restart a server of their own (the shared one is used by other tests at once).
 # PORT defaults to 47321 (DEST_S3_PORT overrides it).
 set -euo pipefail
 
@@ -16,6 +18,7 @@ venv=$state/venv
 pidfile=$state/s3.pid
 log=$state/s3.log
 endpoint="http://127.0.0.1:$port"
+moto_server=$venv/bin/moto_server
 
 running() {
   [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
@@ -57,6 +60,12 @@ install() {
   fi
 }
 
+# Appends `export NAME=VALUE` to the env file unless that exact line is there already.
+export_once() {
+  touch "$state/env"
+  grep -qxF "export $1" "$state/env" || echo "export $1" >>"$state/env"
+}
+
 start() {
   mkdir -p "$state"
   if ! running; then
@@ -65,14 +74,13 @@ start() {
       echo "error: port $port is taken by another process (set DEST_S3_PORT)" >&2
       exit 1
     fi
-    nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+    nohup "$moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
     echo $! >"$pidfile"
   fi
   for _ in $(seq 1 100); do
     if ready; then
-      touch "$state/env"
-      grep -qxF "export DESTINATIONS_TEST_S3_ENDPOINT=$endpoint" "$state/env" ||
-        echo "export DESTINATIONS_TEST_S3_ENDPOINT=$endpoint" >>"$state/env"
+      export_once "DESTINATIONS_TEST_S3_ENDPOINT=$endpoint"
+      export_once "DESTINATIONS_TEST_MOTO_SERVER=$(printf %q "$moto_server")"
       echo "s3 (moto) ready at $endpoint"
       return 0
     fi

@@ -22,6 +22,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 
 pub mod moto;
+pub mod moto_process;
 pub mod proxy;
 
 /// One row read back: the event id, `sent_at` in microseconds, and the payload.

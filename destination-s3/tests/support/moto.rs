@@ -1,5 +1,6 @@
 //! Tiny raw HTTP requests to the moto test server (which does not check signatures):
-//! creating buckets and listing open multipart uploads, which object_store cannot do.
+//! creating buckets and listing open multipart uploads and their parts, which object_store
+//! cannot do.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -52,4 +53,41 @@ pub async fn open_uploads(endpoint: &str, bucket: &str) -> usize {
     let (status, body) = request(endpoint, "GET", &format!("/{bucket}?uploads")).await;
     assert_eq!(status, 200, "listing uploads of {bucket}: {body}");
     body.matches("<UploadId>").count()
+}
+
+/// The open multipart uploads of a bucket, as `(key, upload id)`.
+pub async fn uploads(endpoint: &str, bucket: &str) -> Vec<(String, String)> {
+    let (status, body) = request(endpoint, "GET", &format!("/{bucket}?uploads")).await;
+    assert_eq!(status, 200, "listing uploads of {bucket}: {body}");
+    body.split("<Upload>")
+        .skip(1)
+        .map(|upload| (element(upload, "Key"), element(upload, "UploadId")))
+        .collect()
+}
+
+/// The open multipart uploads of a bucket, as `(key, parts stored so far)`.
+pub async fn stored_parts(endpoint: &str, bucket: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for (key, id) in uploads(endpoint, bucket).await {
+        let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let target = format!("/{bucket}/{key}?uploadId={id}");
+        let (status, body) = request(endpoint, "GET", &target).await;
+        // The upload may have been completed or aborted since it was listed.
+        if status == 404 {
+            continue;
+        }
+        assert_eq!(status, 200, "listing the parts of {key}: {body}");
+        out.push((key, body.matches("<PartNumber>").count()));
+    }
+    out
+}
+
+/// The text of the first `<name>` element in `xml` (no entity decoding: keys and ids
+/// here are plain).
+fn element(xml: &str, name: &str) -> String {
+    let open = format!("<{name}>");
+    xml.split_once(&open)
+        .and_then(|(_, rest)| rest.split_once(&format!("</{name}>")))
+        .map(|(text, _)| text.to_owned())
+        .unwrap_or_else(|| panic!("no <{name}> in {xml}"))
 }
