@@ -12,6 +12,9 @@
 //! # or, with wrk installed:
 //! cargo bench -p destinations --features full --bench http
 //! ```
+//!
+//! With `HTTP_BENCH_PROFILE=durable` (or `memory`, `many`) it runs only that unbatched
+//! path, four times, for a profiler.
 
 mod support;
 
@@ -50,6 +53,9 @@ const LATENCY_EVENTS: usize = 1_000;
 const ROUNDS: usize = 3;
 /// Concurrent tasks calling `send` in the throughput runs.
 const SENDERS: usize = 8;
+/// Concurrent tasks calling `send` in the run that shows what the durable queue's group
+/// commit does with more callers.
+const MANY_SENDERS: usize = 64;
 /// Longest a run may take before the bench gives up.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 const KEY_HEADER: &str = "idempotency-key";
@@ -271,13 +277,14 @@ async fn wait_for(seen: &Seen, target: u64, runtime: &Runtime, events: usize, si
     }
 }
 
-/// `send` of `EVENTS` events from `SENDERS` tasks until the server has them all.
+/// `send` of `EVENTS` events from `senders` tasks until the server has them all.
 async fn run_throughput(
     port: u16,
     seen: &Seen,
     payloads: &[Value],
     batched: bool,
     durable: bool,
+    senders: usize,
 ) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = runtime_for(port, batched, durable.then_some(dir.path())).await;
@@ -288,10 +295,10 @@ async fn run_throughput(
         seen.bytes.load(Ordering::Relaxed),
     );
     // The payloads are copied before the clock starts: the caller's cost is not measured.
-    let shares: Vec<Vec<Value>> = (0..SENDERS)
+    let shares: Vec<Vec<Value>> = (0..senders)
         .map(|s| {
             (s..EVENTS)
-                .step_by(SENDERS)
+                .step_by(senders)
                 .map(|i| payloads[i % payloads.len()].clone())
                 .collect()
         })
@@ -336,6 +343,33 @@ async fn run_throughput(
         "one idempotency key per request"
     );
     run
+}
+
+/// Runs one runtime path (`durable`, `memory` or `many`) four times and prints its rates,
+/// for a profiler to watch: `HTTP_BENCH_PROFILE=durable perf record … --bench`.
+fn profile(
+    runtime: &tokio::runtime::Runtime,
+    port: u16,
+    seen: &Seen,
+    payloads: &[Value],
+    path: &str,
+) {
+    let (durable, senders) = match path {
+        "durable" => (true, SENDERS),
+        "memory" => (false, SENDERS),
+        "many" => (true, MANY_SENDERS),
+        other => panic!("HTTP_BENCH_PROFILE={other}: expected durable, memory or many"),
+    };
+    for _ in 0..4 {
+        let run = runtime.block_on(run_throughput(
+            port, seen, payloads, false, durable, senders,
+        ));
+        println!(
+            "{path}: {:.0} events/s, last send returned at {:.2} s",
+            run.events_per_sec(),
+            run.sends_done.unwrap_or_default()
+        );
+    }
 }
 
 /// Latency percentiles of one paced run.
@@ -437,14 +471,20 @@ fn main() {
         .expect("tokio");
     let load_before = load_average();
     // wrk and the runtime alternate, ROUNDS times; the best run of each counts.
-    let (mut wrks, mut singles, mut batcheds, mut memories) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    if let Ok(path) = std::env::var("HTTP_BENCH_PROFILE") {
+        profile(&runtime, port, &seen, &payloads, &path);
+        return;
+    }
+    let (mut wrks, mut singles, mut batcheds, mut memories, mut manys) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         wrks.push(run_wrk(port, &seen, &payloads));
         runtime.block_on(async {
-            singles.push(run_throughput(port, &seen, &payloads, false, true).await);
-            batcheds.push(run_throughput(port, &seen, &payloads, true, true).await);
-            memories.push(run_throughput(port, &seen, &payloads, false, false).await);
+            let (p, s) = (port, &seen);
+            singles.push(run_throughput(p, s, &payloads, false, true, SENDERS).await);
+            batcheds.push(run_throughput(p, s, &payloads, true, true, SENDERS).await);
+            memories.push(run_throughput(p, s, &payloads, false, false, SENDERS).await);
+            manys.push(run_throughput(p, s, &payloads, false, true, MANY_SENDERS).await);
         });
     }
     let (single_latency, batched_latency) = runtime.block_on(async {
@@ -463,15 +503,16 @@ fn main() {
         spread(&singles),
         spread(&batcheds),
         spread(&memories),
+        spread(&manys),
     ];
     let (wrk, single, batched) = (best(wrks), best(singles), best(batcheds));
-    let memory = best(memories);
+    let (memory, many) = (best(memories), best(manys));
     let ceiling = &wrk;
 
     println!(
         "1-minute load average before / after: {load_before} / {} (2 cores). Server: axum on \
          127.0.0.1 in the bench process, 2 threads of its own. {CONNECTIONS} requests in flight \
-         everywhere. {EVENTS} events per runtime run, 8 concurrent senders, durable queue; best \
+         everywhere. {EVENTS} events per runtime run, {SENDERS} concurrent senders (unless said), durable queue; best \
          of {ROUNDS} alternating runs. Cores: CPU time of the bench process (server and \
          runtime) and of the whole machine (wrk included), divided by wall time.\n",
         load_average()
@@ -501,6 +542,13 @@ fn main() {
             "in-memory queue instead: `send` → server, one request per event".to_string(),
             &memory,
             &spreads[3],
+        ),
+        (
+            format!(
+                "{MANY_SENDERS} senders instead of {SENDERS}: `send` → server, one request per event"
+            ),
+            &many,
+            &spreads[4],
         ),
     ];
     for (name, run, spread) in rows {
