@@ -51,6 +51,9 @@ pub(crate) enum State {
     Stopping(Duration),
 }
 
+/// The fewest events a worker asks the queue for at once.
+const MIN_READ: usize = 64;
+
 /// How long the queue must stay empty before a draining worker flushes its open batches.
 const IDLE_FLUSH: Duration = Duration::from_millis(20);
 
@@ -70,7 +73,22 @@ pub(crate) async fn run(
         shared,
         handle,
     };
-    let read_max = worker.handle.batch.max_events.clamp(1, 1000);
+    // At least a few events per read even for one-event batches: a read that misses the
+    // queue's memory cache goes to disk on a blocking thread, and paying that hand-off per
+    // event would make the reads, not the deliveries, the limit.
+    let read_max = worker.handle.batch.max_events.clamp(MIN_READ, 1000);
+
+    // The read in progress is kept across turns of the loop: dropping it whenever a delivery
+    // finishes first would throw away events already read from disk, and read them again.
+    let read_next = {
+        let queue = Arc::clone(&worker.shared.queue);
+        let name = worker.handle.name.clone();
+        move || {
+            let (queue, name) = (Arc::clone(&queue), name.clone());
+            Box::pin(async move { queue.next(&name, read_max).await })
+        }
+    };
+    let mut read = read_next();
 
     let deadline = loop {
         let current = *state.borrow_and_update();
@@ -104,8 +122,9 @@ pub(crate) async fn run(
                     worker.dispatch(batch).await;
                 }
             }
-            records = worker.shared.queue.next(&worker.handle.name, read_max) => match records {
+            records = &mut read => match records {
                 Ok(records) => {
+                    read = read_next();
                     for record in records {
                         worker.push(record.seq, record.event, record.size).await;
                     }
@@ -114,6 +133,7 @@ pub(crate) async fn run(
                 Err(err) => {
                     error!(destination = %worker.handle.name, error = %crate::registry::chain(&err), "queue read failed");
                     sleep(Duration::from_secs(1)).await;
+                    read = read_next();
                 }
             },
             Some(_) = worker.tasks.join_next(), if !worker.tasks.is_empty() => {}

@@ -470,3 +470,109 @@ async fn send_valid_queues_the_good_and_names_the_bad() {
     assert_eq!(memory.events().len(), 2);
     runtime.shutdown().await.unwrap();
 }
+
+/// A queue whose reads take a while after handing records out, counting reads that were
+/// dropped before they returned.
+///
+/// It breaks the cancel safety [`Queue::next`](destinations::queue::Queue::next) asks for,
+/// on purpose: a dropped read then shows as events never delivered. The product's queues
+/// are cancel safe, but for them a dropped read is work thrown away (the disk queue reads
+/// the same events again on the next call).
+#[derive(Debug)]
+struct SlowReads {
+    inner: destinations::queue::MemoryQueue,
+    abandoned: Arc<AtomicUsize>,
+}
+
+/// Counts a read as abandoned unless it is disarmed.
+struct ReadGuard(Arc<AtomicUsize>, bool);
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[async_trait]
+impl destinations::queue::Queue for SlowReads {
+    async fn append(
+        &self,
+        entries: Vec<(String, Event)>,
+    ) -> Result<Vec<destinations::queue::Seq>, destinations::queue::QueueError> {
+        self.inner.append(entries).await
+    }
+
+    async fn next(
+        &self,
+        destination: &str,
+        max: usize,
+    ) -> Result<Vec<destinations::queue::Record>, destinations::queue::QueueError> {
+        let records = self.inner.next(destination, max).await?;
+        let mut guard = ReadGuard(Arc::clone(&self.abandoned), false);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        guard.1 = true;
+        Ok(records)
+    }
+
+    async fn ack(
+        &self,
+        destination: &str,
+        seqs: &[destinations::queue::Seq],
+    ) -> Result<(), destinations::queue::QueueError> {
+        self.inner.ack(destination, seqs).await
+    }
+
+    fn stats(&self, destination: &str) -> destinations::queue::QueueStats {
+        self.inner.stats(destination)
+    }
+
+    async fn close(&self) -> Result<(), destinations::queue::QueueError> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test]
+async fn a_read_in_progress_is_not_dropped_when_a_delivery_finishes() {
+    let abandoned = Arc::new(AtomicUsize::new(0));
+    let queue = Arc::new(SlowReads {
+        inner: destinations::queue::MemoryQueue::new(),
+        abandoned: Arc::clone(&abandoned),
+    });
+    let memory = Arc::new(MemoryDestination::new("m"));
+    let runtime = Runtime::builder()
+        .custom_queue(queue, Arc::new(destinations::MemoryDeadLetters::default()))
+        .destination_with(
+            "m",
+            Arc::<MemoryDestination>::clone(&memory),
+            DestinationSettings {
+                batch: BatchSettings {
+                    max_events: Some(1),
+                    ..BatchSettings::default()
+                },
+                concurrency: Some(4),
+                ..settings(3)
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    let sender = runtime.sender();
+    for i in 0..300 {
+        sender.send("m", json!({"i": i})).await.unwrap();
+    }
+    for _ in 0..500 {
+        if memory.events().len() == 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(memory.events().len(), 300, "every event delivered");
+    assert_eq!(
+        abandoned.load(Ordering::SeqCst),
+        0,
+        "reads were dropped while deliveries finished"
+    );
+    runtime.shutdown().await.unwrap();
+}

@@ -193,7 +193,9 @@ pub trait Queue: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future before it completes hands out nothing.
+    /// Dropping the future before it completes hands out nothing. The runtime's workers
+    /// drop a call only when they stop, so work done for it (reading from disk) is not
+    /// thrown away while deliveries finish.
     ///
     /// # Errors
     ///
