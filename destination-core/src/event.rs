@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -121,22 +120,27 @@ impl Event {
     /// An event whose payload is given as JSON text, as [`payload_json`](Self::payload_json)
     /// wrote it; the text is parsed only if a destination asks for the value.
     ///
+    /// The text is checked here to be exactly what [`payload`](Self::payload) can parse:
+    /// one JSON value, valid UTF-8, numbers within `f64`, nested at most
+    /// [`MAX_PAYLOAD_DEPTH`] levels. Whitespace around it is dropped.
+    ///
     /// # Errors
     ///
-    /// When `json` is not one JSON value, or holds a line break outside a string (the text
-    /// must fit on one NDJSON line).
+    /// When the text fails that check, or holds a line break (the text must fit on one
+    /// NDJSON line).
     pub fn from_json(
         id: EventId,
         sent_at: DateTime<Utc>,
         json: Bytes,
     ) -> Result<Self, serde_json::Error> {
-        // A syntax check that builds nothing; the value itself is parsed on demand.
-        serde_json::from_slice::<IgnoredAny>(&json)?;
-        if json.contains(&b'\n') {
+        let json = trim_whitespace(json);
+        if json.iter().any(|b| matches!(b, b'\n' | b'\r')) {
             return Err(serde::de::Error::custom(
                 "payload JSON must be compact (no line breaks)",
             ));
         }
+        // Parses as a `Value` would, building nothing; the value itself is made on demand.
+        serde_json::from_slice::<Checked>(&json)?;
         Ok(Self {
             id,
             sent_at,
@@ -144,6 +148,24 @@ impl Event {
             value: OnceLock::new(),
             json: OnceLock::from(json),
         })
+    }
+
+    /// Checks that the payload can be stored as text and read back: a payload built in code
+    /// may nest deeper than a JSON parser accepts.
+    ///
+    /// # Errors
+    ///
+    /// When the payload nests more than [`MAX_PAYLOAD_DEPTH`] arrays and objects.
+    pub fn check(&self) -> Result<(), serde_json::Error> {
+        // Text-only events were checked by `from_json`.
+        match self.value.get() {
+            Some(value) if depth_exceeds(value, MAX_PAYLOAD_DEPTH) => {
+                Err(serde::de::Error::custom(format!(
+                    "payload nests more than {MAX_PAYLOAD_DEPTH} levels of arrays and objects"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Adds or replaces one attribute.
@@ -159,9 +181,9 @@ impl Event {
 
     /// The JSON payload.
     ///
-    /// An event made with [`from_json`](Self::from_json) parses its text here, once. Text
-    /// that passed that check but does not parse into a [`Value`] (a number beyond the
-    /// range of `f64`, which serde_json refuses) reads as a string holding the text.
+    /// An event made with [`from_json`](Self::from_json) parses its text here, once; that
+    /// constructor accepts only text that parses, so the fallback below (a string holding
+    /// the text) is not reached.
     pub fn payload(&self) -> &Value {
         self.value.get_or_init(|| {
             let json = self.json.get().expect("an event holds a value or its JSON");
@@ -211,6 +233,100 @@ impl Event {
     }
 }
 
+/// The deepest nesting of arrays and objects a payload may have: serde_json refuses to
+/// parse deeper text, so a deeper payload could be stored but never read back.
+pub const MAX_PAYLOAD_DEPTH: usize = 127;
+
+/// Whether `value` nests more than `max` arrays and objects.
+fn depth_exceeds(value: &Value, max: usize) -> bool {
+    let children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Array(items) => Box::new(items.iter()),
+        Value::Object(map) => Box::new(map.values()),
+        _ => return false,
+    };
+    if max == 0 {
+        return true;
+    }
+    let mut children = children;
+    children.any(|child| depth_exceeds(child, max - 1))
+}
+
+/// `json` without the JSON whitespace around it.
+fn trim_whitespace(json: Bytes) -> Bytes {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let start = json.iter().position(|b| !space(b)).unwrap_or(json.len());
+    let end = json
+        .iter()
+        .rposition(|b| !space(b))
+        .map_or(start, |i| i + 1);
+    json.slice(start..end)
+}
+
+/// Parses any JSON value the way a [`Value`] is parsed (same recursion limit, UTF-8 and
+/// number checks) without building it.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<IgnoredKey, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+/// An object key, checked like any string and dropped.
+struct IgnoredKey;
+
+impl<'de> Deserialize<'de> for IgnoredKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_str(CheckedVisitor)
+            .map(|_| IgnoredKey)
+    }
+}
+
 /// The largest scratch buffer a thread keeps between encodings.
 const SCRATCH_KEEP: usize = 1 << 20;
 
@@ -254,14 +370,11 @@ impl Clone for Event {
 
 impl PartialEq for Event {
     fn eq(&self, other: &Self) -> bool {
-        let same_payload = match (self.json.get(), other.json.get()) {
-            (Some(a), Some(b)) => a == b,
-            _ => self.payload() == other.payload(),
-        };
+        // By value: two texts of one payload may differ in key order or spacing.
         self.id == other.id
             && self.sent_at == other.sent_at
             && self.attributes == other.attributes
-            && same_payload
+            && self.payload() == other.payload()
     }
 }
 
@@ -376,9 +489,67 @@ mod tests {
         }
     }
 
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!(1), |inner, _| json!([inner]))
+    }
+
     #[test]
-    fn text_beyond_f64_reads_as_a_string() {
-        let event = Event::from_json(EventId::new(), Utc::now(), Bytes::from("1e400")).unwrap();
-        assert_eq!(event.payload(), &json!("1e400"));
+    fn from_json_accepts_exactly_what_parses_into_a_value() {
+        let mut texts: Vec<Vec<u8>> = [
+            "1e400",
+            "\"\\ud800\"",
+            "\"ok\"",
+            "-0.0",
+            "18446744073709551615",
+            "{\"a\":[]}",
+        ]
+        .iter()
+        .map(|t| t.as_bytes().to_vec())
+        .collect();
+        texts.push(b"\"\xff\xfe\"".to_vec());
+        for depth in MAX_PAYLOAD_DEPTH - 2..MAX_PAYLOAD_DEPTH + 3 {
+            texts.push(serde_json::to_vec(&nested(depth)).unwrap());
+        }
+        for text in texts {
+            let parses = serde_json::from_slice::<Value>(&text).is_ok();
+            let accepted = Event::from_json(EventId::new(), Utc::now(), Bytes::from(text.clone()));
+            assert_eq!(
+                accepted.is_ok(),
+                parses,
+                "{:?}",
+                String::from_utf8_lossy(&text)
+            );
+            if let Ok(event) = accepted {
+                assert_eq!(
+                    event.payload(),
+                    &serde_json::from_slice::<Value>(&text).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn check_refuses_values_too_deep_to_read_back() {
+        let fits = Event::new(nested(MAX_PAYLOAD_DEPTH));
+        assert!(fits.check().is_ok());
+        let back = Event::from_json(fits.id, fits.sent_at, fits.payload_json().clone()).unwrap();
+        assert_eq!(back.payload(), fits.payload());
+        let deep = Event::new(nested(MAX_PAYLOAD_DEPTH + 1));
+        let err = deep.check().unwrap_err().to_string();
+        assert!(err.contains("nests more than 127 levels"), "{err}");
+        assert!(Event::new(json!({"a": [{"b": null}]})).check().is_ok());
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_dropped_and_equality_is_by_value() {
+        let id = EventId::new();
+        let at = Utc::now();
+        let spaced = Event::from_json(id, at, Bytes::from("  {\"b\": 1, \"a\": 2}\t")).unwrap();
+        assert_eq!(&spaced.payload_json()[..], b"{\"b\": 1, \"a\": 2}");
+        let made = Event::with_id(id, at, json!({"a": 2, "b": 1}));
+        assert_eq!(spaced, made);
+        made.payload_json();
+        assert_eq!(spaced, made, "asking for the text changes nothing");
+        assert!(Event::from_json(id, at, Bytes::from("[1,\r2]")).is_err());
     }
 }

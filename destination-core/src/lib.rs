@@ -27,6 +27,6 @@ pub use batch::Batch;
 pub use batcher::{BatchConfig, BatchSettings, Batcher, DefaultBatcher, EventTooLarge};
 pub use destination::Destination;
 pub use error::{DeliveryError, ErrorKind};
-pub use event::{Attributes, Event, EventId};
+pub use event::{Attributes, Event, EventId, MAX_PAYLOAD_DEPTH};
 pub use retry::RetryPolicy;
 pub use secret::Secret;

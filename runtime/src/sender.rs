@@ -36,6 +36,9 @@ pub enum SendError {
         /// The limit.
         max: usize,
     },
+    /// The event cannot be stored as it is (see [`Event::check`]).
+    #[error("event refused: {0}")]
+    Invalid(String),
     /// The runtime is shutting down and takes no new events.
     #[error("runtime is shutting down and takes no new events")]
     Closed,
@@ -65,7 +68,7 @@ impl Intake {
                 max: self.max_event_bytes,
             });
         }
-        Ok(())
+        event.check().map_err(|e| SendError::Invalid(e.to_string()))
     }
 
     async fn append(&self, entries: Vec<(String, Event)>) -> Result<Vec<EventId>, SendError> {
@@ -219,11 +222,12 @@ impl Sender {
     }
 
     /// Checks that `event` could be sent to `destination` (it exists, the event is not too
-    /// large), without queuing it.
+    /// large or too deeply nested), without queuing it.
     ///
     /// # Errors
     ///
-    /// [`SendError::UnknownDestination`] or [`SendError::TooLarge`].
+    /// [`SendError::UnknownDestination`], [`SendError::TooLarge`] or
+    /// [`SendError::Invalid`].
     pub fn check(&self, destination: &str, event: &Event) -> Result<(), SendError> {
         self.intake.check(destination, event)
     }
@@ -286,7 +290,8 @@ impl Scope {
     ///
     /// # Errors
     ///
-    /// [`SendError::UnknownDestination`] or [`SendError::TooLarge`], at once.
+    /// [`SendError::UnknownDestination`], [`SendError::TooLarge`] or
+    /// [`SendError::Invalid`], at once.
     pub fn send(&mut self, destination: &str, payload: Value) -> Result<EventId, SendError> {
         self.send_event(destination, Event::new(payload))
     }
@@ -295,7 +300,8 @@ impl Scope {
     ///
     /// # Errors
     ///
-    /// [`SendError::UnknownDestination`] or [`SendError::TooLarge`], at once.
+    /// [`SendError::UnknownDestination`], [`SendError::TooLarge`] or
+    /// [`SendError::Invalid`], at once.
     pub fn send_event(&mut self, destination: &str, event: Event) -> Result<EventId, SendError> {
         self.sender.intake.check(destination, &event)?;
         let id = event.id;

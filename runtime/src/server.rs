@@ -132,6 +132,9 @@ async fn ingest(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("event of {size} bytes exceeds the limit of {max} bytes"),
         ),
+        Err(err @ SendError::Invalid(_)) => {
+            error(StatusCode::BAD_REQUEST, crate::registry::chain(&err))
+        }
         Err(SendError::UnknownDestination(name)) => error(
             StatusCode::NOT_FOUND,
             format!("unknown destination `{name}`"),

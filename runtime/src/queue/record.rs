@@ -30,7 +30,7 @@
 //! logs written before this layout hold it; both are read.
 
 use bytes::Bytes;
-use chrono::DateTime;
+use chrono::{DateTime, Timelike};
 use destination_core::{Attributes, Event, EventId};
 use uuid::Uuid;
 
@@ -249,7 +249,9 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<Event, String> {
     let id = EventId::from_uuid(Uuid::from_bytes(reader.array()?));
     let secs = i64::from_le_bytes(reader.array()?);
     let nanos = u32::from_le_bytes(reader.array()?);
-    let sent_at = DateTime::from_timestamp(secs, nanos)
+    // Nanoseconds past 1e9 mark a leap second, which chrono lets any second carry.
+    let sent_at = DateTime::from_timestamp(secs, 0)
+        .and_then(|t| t.with_nanosecond(nanos))
         .ok_or_else(|| format!("sent_at out of range: {secs}.{nanos:09}"))?;
     let attributes_len = u32::from_le_bytes(reader.array()?) as usize;
     let attributes = match reader.take(attributes_len)? {
