@@ -239,16 +239,11 @@ pub const MAX_PAYLOAD_DEPTH: usize = 127;
 
 /// Whether `value` nests more than `max` arrays and objects.
 fn depth_exceeds(value: &Value, max: usize) -> bool {
-    let children: Box<dyn Iterator<Item = &Value>> = match value {
-        Value::Array(items) => Box::new(items.iter()),
-        Value::Object(map) => Box::new(map.values()),
-        _ => return false,
-    };
-    if max == 0 {
-        return true;
+    match value {
+        Value::Array(items) => max == 0 || items.iter().any(|v| depth_exceeds(v, max - 1)),
+        Value::Object(map) => max == 0 || map.values().any(|v| depth_exceeds(v, max - 1)),
+        _ => false,
     }
-    let mut children = children;
-    children.any(|child| depth_exceeds(child, max - 1))
 }
 
 /// `json` without the JSON whitespace around it.
