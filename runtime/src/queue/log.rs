@@ -331,23 +331,37 @@ impl SegmentLog {
         cursor.unread.drain(..plan.len());
         let cache = &mut state.cache;
         let cache_bytes = &mut state.cache_bytes;
-        let records = plan
-            .into_iter()
-            .zip(events)
-            .map(|(slot, event)| {
-                if cache.remove(&slot.seq).is_some() {
-                    *cache_bytes -= u64::from(slot.len);
+        let mut records = Vec::with_capacity(plan.len());
+        for (slot, event) in plan.into_iter().zip(events) {
+            if cache.remove(&slot.seq).is_some() {
+                *cache_bytes -= u64::from(slot.len);
+            }
+            match event {
+                Ok(event) => {
+                    cursor.inflight.insert(slot.seq, slot);
+                    records.push(Record {
+                        seq: slot.seq,
+                        destination: dest.to_string(),
+                        event,
+                        size: slot.len as usize,
+                    });
                 }
-                cursor.inflight.insert(slot.seq, slot);
-                Record {
-                    seq: slot.seq,
-                    destination: dest.to_string(),
-                    event,
-                    size: slot.len as usize,
+                // Neither handed out nor kept in flight: counted as done, so that the
+                // entries after it are delivered.
+                Err(undecodable) => {
+                    state.dirty = true;
+                    tracing::error!(
+                        destination = dest,
+                        seq = slot.seq,
+                        reason = %undecodable.reason,
+                        kept_at = ?undecodable.kept_at,
+                        "a queued event does not decode; its bytes are kept aside and it is skipped"
+                    );
                 }
-            })
-            .collect();
-        Ok(Some(records))
+            }
+        }
+        // Everything read was set aside: look again rather than hand out nothing.
+        Ok((!records.is_empty()).then_some(records))
     }
 }
 

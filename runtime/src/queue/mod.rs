@@ -44,7 +44,9 @@
 //! of a file is a write torn by a crash (its `append` never returned): the file is cut back
 //! to the last good record. Damage in the middle costs only the damaged record: the scan
 //! goes on at the next magic number whose record checks out. Earlier and later records are
-//! never held back.
+//! never held back. An entry whose record checks out but whose event does not decode (a
+//! bug, or another writer) is copied aside the same way when it is read, logged, and
+//! skipped, so it cannot hold up the entries after it.
 //!
 //! **Disk cap.** Appends reserve their framed size against [`QueueConfig::max_bytes`]
 //! before they are written. When the cap is reached, [`FullPolicy::Reject`] fails at once

@@ -235,15 +235,27 @@ pub(crate) fn keep_aside(path: &Path, offset: usize, bytes: &[u8]) -> Option<Pat
 /// Reads of adjacent entries closer than this are merged into one read.
 const MERGE_GAP: u64 = 64 << 10;
 
+/// An entry whose bytes passed the record checksum but do not decode into an event.
+#[derive(Debug)]
+pub(crate) struct Undecodable {
+    /// Why it does not decode.
+    pub(crate) reason: String,
+    /// Where its bytes were copied for inspection, when that worked.
+    pub(crate) kept_at: Option<PathBuf>,
+}
+
 /// Reads the events of `plan` (one destination's slots, in seq order).
+///
+/// An entry that does not decode is copied aside (like damaged bytes found on open) and
+/// reported in its place, so that it cannot hold up the entries after it.
 ///
 /// # Errors
 ///
-/// An I/O error, or [`QueueError::Codec`] when an event does not parse.
+/// An I/O error.
 pub(crate) fn read_events(
     plan: &[Slot],
     files: &HashMap<u64, (Arc<File>, PathBuf)>,
-) -> Result<Vec<Event>, QueueError> {
+) -> Result<Vec<Result<Event, Undecodable>>, QueueError> {
     let mut events = Vec::with_capacity(plan.len());
     let mut i = 0;
     while i < plan.len() {
@@ -266,14 +278,11 @@ pub(crate) fn read_events(
             .map_err(|e| io_error(path, e))?;
         for slot in &plan[i..j] {
             let at = (slot.offset - start) as usize;
-            let event = record::decode_event(&buf[at..at + slot.len as usize]).map_err(|e| {
-                QueueError::Codec(format!(
-                    "event of seq {} in {}: {e}",
-                    slot.seq,
-                    path.display()
-                ))
-            })?;
-            events.push(event);
+            let bytes = &buf[at..at + slot.len as usize];
+            events.push(record::decode_event(bytes).map_err(|reason| Undecodable {
+                reason,
+                kept_at: keep_aside(path, slot.offset as usize, bytes),
+            }));
         }
         i = j;
     }

@@ -327,6 +327,62 @@ async fn corrupt_middle_record_costs_only_that_record() {
 }
 
 #[tokio::test]
+async fn an_entry_that_does_not_decode_is_set_aside_and_the_rest_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, segment) = five_records(dir.path()).await;
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // Break the third event's layout tag, then give its record a matching checksum: the
+    // bytes are as the writer left them as far as recovery can tell, yet do not decode.
+    let marker = events[2].id.as_uuid().as_bytes();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("the third event's id is in the segment");
+    let (offset, len) = record::Scanner::new(&bytes)
+        .find_map(|scanned| match scanned {
+            record::Scanned::Record { offset, body }
+                if (offset..offset + 12 + body.len()).contains(&at) =>
+            {
+                Some((offset, body.len()))
+            }
+            _ => None,
+        })
+        .expect("the record holding it");
+    bytes[at - 1] = 0x7F;
+    let body = offset + record::HEADER_LEN..offset + record::HEADER_LEN + len;
+    let crc = crc32fast::hash(&bytes[body]);
+    bytes[offset + 8..offset + 12].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let log = SegmentLog::open(config(dir.path())).await.unwrap();
+    assert!(
+        log.recovery_report().damaged.is_empty(),
+        "the record checks out"
+    );
+    let got = drain(&log, "a").await;
+    let want: Vec<_> = [0, 1, 3, 4].iter().map(|i| events[*i].id).collect();
+    assert_eq!(ids(&got), want, "the entries after it are not held up");
+    let kept: Vec<_> = std::fs::read_dir(segment.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".corrupt"))
+        .collect();
+    assert_eq!(kept.len(), 1, "its bytes are kept aside: {kept:?}");
+    log.ack("a", &got.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    log.close().await.unwrap();
+
+    let reopened = SegmentLog::open(config(dir.path())).await.unwrap();
+    assert_eq!(
+        reopened.stats("a").depth,
+        0,
+        "nothing comes back after a restart"
+    );
+    reopened.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn full_queue_rejects_without_writing() {
     let dir = tempfile::tempdir().unwrap();
     let log = SegmentLog::open(small(dir.path(), 1000, 3000, FullPolicy::Reject))
