@@ -234,28 +234,6 @@ impl SegmentLog {
 
     /// Hands out up to `max` unread entries of `dest` if there are any, reading their
     /// events from disk; nothing is taken unless the whole call completes.
-    /// Keeps just-appended events in memory for `next`, while the cache has room and they
-    /// have not been handed out yet.
-    fn cache(&self, seqs: &[Seq], entries: Vec<(String, Event)>) {
-        let cap = self.shared.config.read_cache_bytes;
-        let mut state = self.shared.lock();
-        let state = &mut *state;
-        for (seq, (dest, event)) in seqs.iter().zip(entries) {
-            let Some(cursor) = state.dests.get(&dest) else {
-                continue;
-            };
-            let Ok(at) = cursor.unread.binary_search_by_key(seq, |slot| slot.seq) else {
-                continue; // already handed out, from disk
-            };
-            let len = u64::from(cursor.unread[at].len);
-            if state.cache_bytes + len > cap {
-                break;
-            }
-            state.cache_bytes += len;
-            state.cache.insert(*seq, event);
-        }
-    }
-
     async fn take(&self, dest: &str, max: usize) -> Result<Option<Vec<Record>>, QueueError> {
         let (plan, files) = {
             let mut state = self.shared.lock();
@@ -389,15 +367,14 @@ impl Queue for SegmentLog {
             .send(Command::Append {
                 body,
                 reserved,
+                events: entries.into_iter().map(|(_, event)| event).collect(),
                 reply,
             })
             .is_err()
         {
             return Err(QueueError::Closed);
         }
-        let seqs = answer.await.unwrap_or(Err(QueueError::Closed))?;
-        self.cache(&seqs, entries);
-        Ok(seqs)
+        answer.await.unwrap_or(Err(QueueError::Closed))
     }
 
     async fn next(&self, destination: &str, max: usize) -> Result<Vec<Record>, QueueError> {

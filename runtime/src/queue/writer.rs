@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
+use destination_core::Event;
 use tokio::sync::oneshot;
 
 use super::cursor::{Progress, Slot, io_error, sync_dir};
@@ -34,6 +35,8 @@ pub(crate) enum Command {
         body: Vec<u8>,
         /// Bytes reserved against the disk cap for it.
         reserved: u64,
+        /// The events the body encodes, in order, for the read cache.
+        events: Vec<Event>,
         /// Where to send the seqs.
         reply: oneshot::Sender<Result<Vec<Seq>, QueueError>>,
     },
@@ -50,7 +53,16 @@ struct Pending {
     reply: oneshot::Sender<Result<Vec<Seq>, QueueError>>,
     seqs: std::ops::Range<Seq>,
     slots: Vec<(String, Slot)>,
+    events: Vec<Event>,
     reserved: u64,
+}
+
+/// One `append` call waiting to be written.
+struct Append {
+    body: Vec<u8>,
+    reserved: u64,
+    events: Vec<Event>,
+    reply: AppendReply,
 }
 
 /// The state owned by the writer thread.
@@ -92,9 +104,15 @@ impl Writer {
                         Command::Append {
                             body,
                             reserved,
+                            events,
                             reply,
                         } => {
-                            appends.push((body, reserved, reply));
+                            appends.push(Append {
+                                body,
+                                reserved,
+                                events,
+                                reply,
+                            });
                         }
                         Command::Maintain => maintain_now = true,
                         other => {
@@ -127,10 +145,16 @@ impl Writer {
         }
     }
 
-    fn write_group(&mut self, appends: Vec<(Vec<u8>, u64, AppendReply)>) {
+    fn write_group(&mut self, appends: Vec<Append>) {
         let mut buf = Vec::new();
         let mut pending = Vec::new();
-        for (mut body, reserved, reply) in appends {
+        for Append {
+            mut body,
+            reserved,
+            events,
+            reply,
+        } in appends
+        {
             let frame_len = (HEADER_LEN + body.len()) as u64;
             let base = self.size + buf.len() as u64;
             if self.needs_roll || (base > 0 && base + frame_len > self.shared.config.segment_bytes)
@@ -173,6 +197,7 @@ impl Writer {
                 reply,
                 seqs: first..self.next_seq,
                 slots,
+                events,
                 reserved,
             });
         }
@@ -227,14 +252,21 @@ impl Writer {
             segment.size += bytes;
             // The reservation made by `append` is exactly the framed size: `used` already
             // counts these bytes.
+            // Events go into the read cache in the same step that makes them readable, so
+            // that a worker woken by this append finds them in memory, not on disk.
+            let cap = self.shared.config.read_cache_bytes;
             for p in pending {
-                for (dest, slot) in p.slots {
+                for ((dest, slot), event) in p.slots.into_iter().zip(p.events) {
                     segment.last_seq.insert(dest.clone(), slot.seq);
                     let cursor = state.dests.entry(dest).or_default();
                     if cursor.unread.is_empty() {
                         notify.push(Arc::clone(&cursor.notify));
                     }
                     cursor.unread.push_back(slot);
+                    if state.cache_bytes + u64::from(slot.len) <= cap {
+                        state.cache_bytes += u64::from(slot.len);
+                        state.cache.insert(slot.seq, event);
+                    }
                 }
                 replies.push((p.reply, p.seqs.collect::<Vec<_>>()));
             }
