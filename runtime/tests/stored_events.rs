@@ -36,6 +36,29 @@ fn settings() -> DestinationSettings {
     }
 }
 
+/// A runtime whose queue reads every event back from disk, with one memory destination.
+async fn runtime_from_disk(dir: &std::path::Path) -> (Runtime, Arc<MemoryDestination>) {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    let runtime = Runtime::builder()
+        .queue(from_disk(&dir.join("q")))
+        .shutdown_deadline(Duration::from_millis(200))
+        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings())
+        .build()
+        .await
+        .unwrap();
+    (runtime, memory)
+}
+
+/// Waits up to 3 s for `memory` to hold `count` events.
+async fn wait_for(memory: &MemoryDestination, count: usize) {
+    for _ in 0..300 {
+        if memory.events().len() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// chrono lets any second carry nanoseconds past 1e9 (a leap second); such a time must be
 /// read back from disk as it was stored.
 #[tokio::test]
@@ -65,14 +88,7 @@ async fn an_event_whose_sent_at_has_leap_nanoseconds_is_read_back() {
 #[tokio::test]
 async fn an_event_with_leap_nanoseconds_does_not_wedge_its_destination() {
     let dir = tempfile::tempdir().unwrap();
-    let memory = Arc::new(MemoryDestination::new("m"));
-    let runtime = Runtime::builder()
-        .queue(from_disk(&dir.path().join("q")))
-        .shutdown_deadline(Duration::from_millis(200))
-        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings())
-        .build()
-        .await
-        .unwrap();
+    let (runtime, memory) = runtime_from_disk(dir.path()).await;
     let sent_at = Utc
         .with_ymd_and_hms(2024, 5, 1, 12, 0, 30)
         .unwrap()
@@ -87,12 +103,7 @@ async fn an_event_with_leap_nanoseconds_does_not_wedge_its_destination() {
         .await
         .unwrap();
     sender.send("m", json!({"after": 1})).await.unwrap();
-    for _ in 0..300 {
-        if memory.events().len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(&memory, 2).await;
     let delivered = memory.events().len();
     runtime.shutdown().await.unwrap();
     assert_eq!(delivered, 2, "events delivered within 3 s");
@@ -111,13 +122,7 @@ fn nested(depth: usize) -> Value {
 #[tokio::test]
 async fn a_payload_too_deep_to_read_back_is_refused_at_send() {
     let dir = tempfile::tempdir().unwrap();
-    let memory = Arc::new(MemoryDestination::new("m"));
-    let runtime = Runtime::builder()
-        .queue(from_disk(&dir.path().join("q")))
-        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings())
-        .build()
-        .await
-        .unwrap();
+    let (runtime, memory) = runtime_from_disk(dir.path()).await;
     let sender = runtime.sender();
     let deepest = json!({"deep": nested(MAX_PAYLOAD_DEPTH - 1)});
     let too_deep = json!({"deep": nested(MAX_PAYLOAD_DEPTH)});
@@ -125,12 +130,7 @@ async fn a_payload_too_deep_to_read_back_is_refused_at_send() {
     assert!(matches!(err, SendError::Invalid(_)), "{err:?}");
     assert!(err.to_string().contains("nests more than"), "{err}");
     sender.send("m", deepest.clone()).await.unwrap();
-    for _ in 0..300 {
-        if !memory.events().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(&memory, 1).await;
     let got = memory.events();
     runtime.shutdown().await.unwrap();
     assert_eq!(got.len(), 1, "the event after the refused one is delivered");

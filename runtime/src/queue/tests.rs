@@ -222,6 +222,15 @@ async fn crash_keeps_every_acknowledged_append_and_periodic_progress() {
 }
 
 /// Writes five one-event records to `a`, closes, and returns them with the segment path.
+/// Where `event`'s id is stored in a segment's bytes.
+fn position_of(bytes: &[u8], event: &Event) -> usize {
+    let id = event.id.as_uuid().as_bytes();
+    bytes
+        .windows(id.len())
+        .position(|w| w == id)
+        .expect("the event's id is in the segment")
+}
+
 async fn five_records(dir: &Path) -> (Vec<Event>, PathBuf) {
     let events = sample_events(5);
     let log = SegmentLog::open(config(dir)).await.unwrap();
@@ -302,11 +311,7 @@ async fn corrupt_middle_record_costs_only_that_record() {
     let dir = tempfile::tempdir().unwrap();
     let (events, segment) = five_records(dir.path()).await;
     let mut bytes = std::fs::read(&segment).unwrap();
-    let marker = events[2].id.as_uuid().as_bytes();
-    let at = bytes
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .expect("the third event's id is in the segment");
+    let at = position_of(&bytes, &events[2]);
     bytes[at] ^= 0x01;
     std::fs::write(&segment, &bytes).unwrap();
 
@@ -333,15 +338,11 @@ async fn an_entry_that_does_not_decode_is_set_aside_and_the_rest_delivered() {
     let mut bytes = std::fs::read(&segment).unwrap();
     // Break the third event's layout tag, then give its record a matching checksum: the
     // bytes are as the writer left them as far as recovery can tell, yet do not decode.
-    let marker = events[2].id.as_uuid().as_bytes();
-    let at = bytes
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .expect("the third event's id is in the segment");
+    let at = position_of(&bytes, &events[2]);
     let (offset, len) = record::Scanner::new(&bytes)
         .find_map(|scanned| match scanned {
             record::Scanned::Record { offset, body }
-                if (offset..offset + 12 + body.len()).contains(&at) =>
+                if (offset..offset + record::HEADER_LEN + body.len()).contains(&at) =>
             {
                 Some((offset, body.len()))
             }
