@@ -134,7 +134,7 @@ impl Event {
         json: Bytes,
     ) -> Result<Self, serde_json::Error> {
         let json = trim_whitespace(json);
-        if json.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        if memchr::memchr2(b'\n', b'\r', &json).is_some() {
             return Err(serde::de::Error::custom(
                 "payload JSON must be compact (no line breaks)",
             ));

@@ -13,10 +13,15 @@
 //! cargo bench -p destinations --features full --bench http
 //! ```
 //!
-//! With `HTTP_BENCH_PROFILE=durable` (or `memory`, `many`) it runs only that unbatched
-//! path, four times, for a profiler.
+//! With `HTTP_BENCH_PROFILE=durable` (or `memory`, `json`, `many`, `reqwest`) it runs only
+//! that unbatched path, four times, for a profiler.
 
 mod support;
+
+// The allocator of the `destinations` binary, so the figures are the binary's.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +33,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bytes::Bytes;
-use destination_core::{BatchSettings, EventId};
+use chrono::Utc;
+use destination_core::{BatchSettings, Event, EventId};
 use destination_http::{BodyMode, HttpConfig, HttpDestination};
 use destinations::queue::QueueConfig;
 use destinations::{DestinationSettings, Runtime};
@@ -277,17 +283,59 @@ async fn wait_for(seen: &Seen, target: u64, runtime: &Runtime, events: usize, si
     }
 }
 
-/// `send` of `EVENTS` events from `senders` tasks until the server has them all.
-async fn run_throughput(
-    port: u16,
-    seen: &Seen,
-    payloads: &[Value],
+/// One way of running the runtime against the server.
+#[derive(Debug, Clone, Copy)]
+struct Path {
+    /// NDJSON batches instead of one request per event.
     batched: bool,
+    /// The disk queue instead of the in-memory one.
     durable: bool,
+    /// Concurrent tasks calling `send`.
     senders: usize,
-) -> Run {
+    /// Events given as JSON text (`Event::from_json`, as a relay receives them) instead of
+    /// `serde_json::Value`s.
+    json: bool,
+}
+
+impl Path {
+    const DURABLE: Self = Self {
+        batched: false,
+        durable: true,
+        senders: SENDERS,
+        json: false,
+    };
+    const BATCHED: Self = Self {
+        batched: true,
+        ..Self::DURABLE
+    };
+    const MEMORY: Self = Self {
+        durable: false,
+        ..Self::DURABLE
+    };
+    const MEMORY_JSON: Self = Self {
+        json: true,
+        ..Self::MEMORY
+    };
+    const DURABLE_JSON: Self = Self {
+        json: true,
+        ..Self::DURABLE
+    };
+    const MANY: Self = Self {
+        senders: MANY_SENDERS,
+        ..Self::DURABLE
+    };
+}
+
+/// What a sender task hands to `send`.
+enum Input {
+    Value(Value),
+    Json(Bytes),
+}
+
+/// `send` of `EVENTS` events from the path's sender tasks until the server has them all.
+async fn run_throughput(port: u16, seen: &Seen, payloads: &[Value], path: Path) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime_for(port, batched, durable.then_some(dir.path())).await;
+    let runtime = runtime_for(port, path.batched, path.durable.then_some(dir.path())).await;
     let sender = runtime.sender();
     let (requests, events, bytes) = (
         seen.requests(),
@@ -295,11 +343,18 @@ async fn run_throughput(
         seen.bytes.load(Ordering::Relaxed),
     );
     // The payloads are copied before the clock starts: the caller's cost is not measured.
-    let shares: Vec<Vec<Value>> = (0..senders)
+    let shares: Vec<Vec<Input>> = (0..path.senders)
         .map(|s| {
             (s..EVENTS)
-                .step_by(senders)
-                .map(|i| payloads[i % payloads.len()].clone())
+                .step_by(path.senders)
+                .map(|i| {
+                    let payload = &payloads[i % payloads.len()];
+                    if path.json {
+                        Input::Json(Bytes::from(payload.to_string()))
+                    } else {
+                        Input::Value(payload.clone())
+                    }
+                })
                 .collect()
         })
         .collect();
@@ -310,8 +365,16 @@ async fn run_throughput(
         .map(|share| {
             let sender = sender.clone();
             tokio::spawn(async move {
-                for payload in share {
-                    sender.send("hook", payload).await.expect("send");
+                for input in share {
+                    match input {
+                        Input::Value(payload) => sender.send("hook", payload).await,
+                        Input::Json(text) => {
+                            let event = Event::from_json(EventId::new(), Utc::now(), text)
+                                .expect("valid JSON");
+                            sender.send_event("hook", event).await
+                        }
+                    }
+                    .expect("send");
                 }
             })
         })
@@ -345,6 +408,63 @@ async fn run_throughput(
     run
 }
 
+/// The same events posted by `CONNECTIONS` tasks, each looping over reqwest's client with
+/// bodies serialised before the clock: the client stack alone, without the runtime.
+async fn run_reqwest(port: u16, seen: &Seen, payloads: &[Value]) -> Run {
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let shares: Vec<Vec<Bytes>> = (0..CONNECTIONS)
+        .map(|s| {
+            (s..EVENTS)
+                .step_by(CONNECTIONS)
+                .map(|i| Bytes::from(payloads[i % payloads.len()].to_string()))
+                .collect()
+        })
+        .collect();
+    let (requests, events, bytes) = (
+        seen.requests(),
+        seen.events(),
+        seen.bytes.load(Ordering::Relaxed),
+    );
+    let (cpu, machine) = (cpu_secs(), machine_busy_secs());
+    let start = Instant::now();
+    let tasks: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                for body in share {
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header(KEY_HEADER, EventId::new().to_string())
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("post");
+                    assert!(response.status().is_success());
+                    response.bytes().await.expect("body");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("poster");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (cpu, machine) = (cpu_secs() - cpu, machine_busy_secs() - machine);
+    seen.take_arrivals();
+    Run {
+        requests: seen.requests() - requests,
+        events: seen.events() - events,
+        bytes: seen.bytes.load(Ordering::Relaxed) - bytes,
+        secs,
+        cores: (cpu / secs, machine / secs),
+        wrk_latency: None,
+        sends_done: None,
+    }
+}
+
 /// Runs one runtime path (`durable`, `memory` or `many`) four times and prints its rates,
 /// for a profiler to watch: `HTTP_BENCH_PROFILE=durable perf record … --bench`.
 fn profile(
@@ -354,16 +474,21 @@ fn profile(
     payloads: &[Value],
     path: &str,
 ) {
-    let (durable, senders) = match path {
-        "durable" => (true, SENDERS),
-        "memory" => (false, SENDERS),
-        "many" => (true, MANY_SENDERS),
-        other => panic!("HTTP_BENCH_PROFILE={other}: expected durable, memory or many"),
+    let chosen = match path {
+        "durable" => Some(Path::DURABLE),
+        "memory" => Some(Path::MEMORY),
+        "json" => Some(Path::MEMORY_JSON),
+        "many" => Some(Path::MANY),
+        "reqwest" => None,
+        other => {
+            panic!("HTTP_BENCH_PROFILE={other}: expected durable, memory, json, many or reqwest")
+        }
     };
     for _ in 0..4 {
-        let run = runtime.block_on(run_throughput(
-            port, seen, payloads, false, durable, senders,
-        ));
+        let run = match chosen {
+            Some(chosen) => runtime.block_on(run_throughput(port, seen, payloads, chosen)),
+            None => runtime.block_on(run_reqwest(port, seen, payloads)),
+        };
         println!(
             "{path}: {:.0} events/s, last send returned at {:.2} s",
             run.events_per_sec(),
@@ -475,16 +600,23 @@ fn main() {
         profile(&runtime, port, &seen, &payloads, &path);
         return;
     }
-    let (mut wrks, mut singles, mut batcheds, mut memories, mut manys) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let paths = [
+        Path::DURABLE,
+        Path::BATCHED,
+        Path::MEMORY,
+        Path::MEMORY_JSON,
+        Path::DURABLE_JSON,
+        Path::MANY,
+    ];
+    let (mut wrks, mut reqwests) = (Vec::new(), Vec::new());
+    let mut runs: Vec<Vec<Run>> = paths.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
         wrks.push(run_wrk(port, &seen, &payloads));
         runtime.block_on(async {
-            let (p, s) = (port, &seen);
-            singles.push(run_throughput(p, s, &payloads, false, true, SENDERS).await);
-            batcheds.push(run_throughput(p, s, &payloads, true, true, SENDERS).await);
-            memories.push(run_throughput(p, s, &payloads, false, false, SENDERS).await);
-            manys.push(run_throughput(p, s, &payloads, false, true, MANY_SENDERS).await);
+            reqwests.push(run_reqwest(port, &seen, &payloads).await);
+            for (path, runs) in paths.iter().zip(&mut runs) {
+                runs.push(run_throughput(port, &seen, &payloads, *path).await);
+            }
         });
     }
     let (single_latency, batched_latency) = runtime.block_on(async {
@@ -498,16 +630,33 @@ fn main() {
         let max = rates.iter().copied().fold(0.0, f64::max);
         format!("{min:.0}–{max:.0}")
     };
-    let spreads = [
-        spread(&wrks),
-        spread(&singles),
-        spread(&batcheds),
-        spread(&memories),
-        spread(&manys),
+    let names = [
+        "`send` → server, one request per event".to_string(),
+        format!("`send` → server, NDJSON batches of {BATCH_EVENTS}"),
+        "in-memory queue instead: `send` → server, one request per event".to_string(),
+        "in-memory queue, events given as JSON text (`Event::from_json`)".to_string(),
+        "durable queue, events given as JSON text (`Event::from_json`)".to_string(),
+        format!(
+            "{MANY_SENDERS} senders instead of {SENDERS}: `send` → server, one request per event"
+        ),
     ];
-    let (wrk, single, batched) = (best(wrks), best(singles), best(batcheds));
-    let (memory, many) = (best(memories), best(manys));
-    let ceiling = &wrk;
+    let mut rows = vec![
+        (
+            format!("wrk -t1 -c{CONNECTIONS} -d{WRK_SECS}s, one average payload (ceiling)"),
+            spread(&wrks),
+            best(wrks),
+        ),
+        (
+            format!("reqwest alone: {CONNECTIONS} tasks posting prepared bodies, no runtime"),
+            spread(&reqwests),
+            best(reqwests),
+        ),
+    ];
+    for (name, runs) in names.into_iter().zip(runs) {
+        rows.push((name, spread(&runs), best(runs)));
+    }
+    let ceiling_rate = rows[0].2.events_per_sec();
+    let wrk_latency = rows[0].2.wrk_latency.map(|l| (rows[0].2.requests, l));
 
     println!(
         "1-minute load average before / after: {load_before} / {} (2 cores). Server: axum on \
@@ -522,36 +671,7 @@ fn main() {
          machine | requests/s | events/s (range of {ROUNDS} runs) | vs wrk (events/s) |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let rows = [
-        (
-            format!("wrk -t1 -c{CONNECTIONS} -d{WRK_SECS}s, one average payload (ceiling)"),
-            &wrk,
-            &spreads[0],
-        ),
-        (
-            "`send` → server, one request per event".to_string(),
-            &single,
-            &spreads[1],
-        ),
-        (
-            format!("`send` → server, NDJSON batches of {BATCH_EVENTS}"),
-            &batched,
-            &spreads[2],
-        ),
-        (
-            "in-memory queue instead: `send` → server, one request per event".to_string(),
-            &memory,
-            &spreads[3],
-        ),
-        (
-            format!(
-                "{MANY_SENDERS} senders instead of {SENDERS}: `send` → server, one request per event"
-            ),
-            &many,
-            &spreads[4],
-        ),
-    ];
-    for (name, run, spread) in rows {
+    for (name, spread, run) in &rows {
         println!(
             "| {name} | {} | {} | {:.1} | {:.2}{} | {:.2} / {:.2} | {:.0} | {:.0} ({spread}) | \
              {:.2}x |",
@@ -565,7 +685,7 @@ fn main() {
             run.cores.1,
             run.requests as f64 / run.secs,
             run.events_per_sec(),
-            run.events_per_sec() / ceiling.events_per_sec(),
+            run.events_per_sec() / ceiling_rate,
         );
     }
     println!(
@@ -596,15 +716,16 @@ fn main() {
             ms(l.max)
         );
     }
-    if let Some((p50, p99)) = ceiling.wrk_latency {
+    if let Some((requests, (p50, p99))) = wrk_latency {
         println!(
             "| wrk, request latency at full load (ceiling run) | {} | {} | {} | — |",
-            ceiling.requests,
+            requests,
             ms(p50),
             ms(p99)
         );
     }
-    let ratio = single.events_per_sec() / ceiling.events_per_sec();
+    // rows[2] is the default path: durable queue, one request per event.
+    let ratio = rows[2].2.events_per_sec() / ceiling_rate;
     let p99 = single_latency.p99;
     println!(
         "\nunbatched / wrk: {ratio:.2}x (target ≥ 0.50x: {}); unbatched p99 at {RATE}/s: {} \
