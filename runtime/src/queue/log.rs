@@ -153,6 +153,7 @@ impl SegmentLog {
             next_seq,
             persisted: progress,
             needs_roll: false,
+            buf: Vec::new(),
         };
         let (commands, rx) = mpsc::channel();
         std::thread::Builder::new()

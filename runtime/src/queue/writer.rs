@@ -74,7 +74,13 @@ pub(crate) struct Writer {
     pub(crate) next_seq: Seq,
     pub(crate) persisted: Progress,
     pub(crate) needs_roll: bool,
+    /// The bytes of the group being written, kept between groups so that each group does
+    /// not fault in fresh memory for its buffer.
+    pub(crate) buf: Vec<u8>,
 }
+
+/// The most buffer capacity kept between groups; a larger group's buffer is released.
+const KEEP_BUFFER_BYTES: usize = 16 << 20;
 
 impl Writer {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -146,7 +152,9 @@ impl Writer {
     }
 
     fn write_group(&mut self, appends: Vec<Append>) {
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.reserve(appends.iter().map(|a| HEADER_LEN + a.body.len()).sum());
         let mut pending = Vec::new();
         for Append {
             mut body,
@@ -202,6 +210,9 @@ impl Writer {
             });
         }
         self.flush(&mut buf, &mut pending);
+        if buf.capacity() <= KEEP_BUFFER_BYTES {
+            self.buf = buf;
+        }
     }
 
     /// Writes and syncs `buf`, then publishes and answers `pending`.
