@@ -93,7 +93,8 @@ pub(crate) async fn write_parquet<E: Borrow<Event> + Sync>(
             .await
             .map_err(WriteError::Store)?;
     }
-    let tail = writer.into_inner().map_err(parquet_error)?;
+    // Closing the file encodes and compresses the last row group: CPU work like the rest.
+    let tail = cpu_bound(|| writer.into_inner()).map_err(parquet_error)?;
     sink.write(Bytes::from(tail))
         .await
         .map_err(WriteError::Store)
