@@ -9,12 +9,13 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ObjectStore, ObjectStoreExt, PutPayloadMut, RetryConfig, WriteMultipart,
+    BackoffConfig, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayloadMut, RetryConfig,
 };
+use tokio::task::JoinSet;
 use url::Url;
 
 use crate::config::{MIN_S3_PART_SIZE, S3Config};
-use crate::error::S3Error;
+use crate::error::{Class, S3Error, classify};
 
 /// An opened store and where in it this destination writes.
 #[derive(Debug)]
@@ -184,6 +185,14 @@ pub(crate) fn check_part_size(target: &Target, part_size: usize) -> Result<(), S
 /// How many parts of one object are uploaded at once.
 const PART_CONCURRENCY: usize = 4;
 
+/// How long after a failed abort of a multipart upload it is first tried again; the delay
+/// doubles up to [`ABORT_RETRY_MAX_DELAY`].
+const ABORT_RETRY_FIRST_DELAY: Duration = Duration::from_secs(1);
+const ABORT_RETRY_MAX_DELAY: Duration = Duration::from_secs(60);
+/// How long a failed abort keeps being tried before its parts are left to the bucket's
+/// lifecycle rule.
+const ABORT_RETRY_FOR: Duration = Duration::from_secs(60 * 60);
+
 /// Streams one object: a single `PUT` while it is smaller than a part, a multipart upload
 /// once it grows past that.
 ///
@@ -191,9 +200,10 @@ const PART_CONCURRENCY: usize = 4;
 /// is atomic, and a multipart upload becomes an object only when it is completed (the
 /// local file store writes to a temporary file and renames it).
 ///
-/// A failed or dropped upload is aborted, so no part stays billed. If the process dies
-/// mid-upload the parts stay until the bucket's lifecycle rule
-/// (`AbortIncompleteMultipartUpload`) removes them; configure one.
+/// A failed or dropped upload is aborted, so no part stays billed; when the abort itself
+/// fails (the store is unreachable), it is tried again in the background with growing
+/// delays for an hour. If the process dies mid-upload the parts stay until the bucket's
+/// lifecycle rule (`AbortIncompleteMultipartUpload`) removes them; configure one.
 pub(crate) struct ObjectSink {
     store: Arc<dyn ObjectStore>,
     path: Path,
@@ -203,7 +213,7 @@ pub(crate) struct ObjectSink {
 
 enum State {
     Buffer(PutPayloadMut),
-    Upload(WriteMultipart),
+    Upload(Upload),
     Done,
 }
 
@@ -251,8 +261,12 @@ impl ObjectSink {
                 buffer.push(bytes);
                 if buffer.content_length() >= self.part_size {
                     let buffered = std::mem::take(buffer).freeze();
-                    let upload = self.store.put_multipart(&self.path).await?;
-                    let mut upload = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+                    let mut upload = Upload {
+                        inner: self.store.put_multipart(&self.path).await?,
+                        buffer: PutPayloadMut::new(),
+                        part_size: self.part_size,
+                        parts: JoinSet::new(),
+                    };
                     for chunk in buffered {
                         upload.put(chunk);
                     }
@@ -262,7 +276,7 @@ impl ObjectSink {
                 Ok(())
             }
             State::Upload(upload) => {
-                upload.wait_for_capacity(PART_CONCURRENCY).await?;
+                upload.wait_for_parts(PART_CONCURRENCY).await?;
                 upload.put(bytes);
                 Ok(())
             }
@@ -277,14 +291,20 @@ impl ObjectSink {
     ///
     /// # Errors
     ///
-    /// The store's error; a failed multipart completion has already been aborted.
+    /// The store's error; a failed multipart upload has already been aborted (or handed
+    /// to the background retries of a failed abort).
     pub(crate) async fn finish(&mut self) -> object_store::Result<()> {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Buffer(buffer) => {
                 self.store.put(&self.path, buffer.freeze()).await?;
             }
-            State::Upload(upload) => {
-                upload.finish().await?;
+            State::Upload(mut upload) => {
+                if let Err(error) = upload.complete().await {
+                    // The abort's own failure is logged; the completion's error is the one
+                    // that counts.
+                    let _ = abandon(self.path.clone(), upload).await;
+                    return Err(error);
+                }
             }
             State::Done => {}
         }
@@ -295,10 +315,11 @@ impl ObjectSink {
     ///
     /// # Errors
     ///
-    /// The store's error when the abort request fails.
+    /// The store's error when the abort request fails; the abort is then tried again in
+    /// the background.
     pub(crate) async fn abort(&mut self) -> object_store::Result<()> {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Upload(upload) => upload.abort().await,
+            State::Upload(upload) => abandon(self.path.clone(), upload).await,
             State::Buffer(_) | State::Done => Ok(()),
         }
     }
@@ -312,11 +333,127 @@ impl Drop for ObjectSink {
         {
             let path = self.path.clone();
             handle.spawn(async move {
-                if let Err(error) = upload.abort().await {
-                    tracing::warn!(%path, %error, "aborting a dropped multipart upload failed");
-                }
+                let _ = abandon(path, upload).await;
             });
         }
+    }
+}
+
+/// A multipart upload in progress: full parts go up in background tasks, and the upload
+/// can be aborted again after an abort failed.
+struct Upload {
+    inner: Box<dyn MultipartUpload>,
+    /// Bytes not yet making up a part.
+    buffer: PutPayloadMut,
+    part_size: usize,
+    parts: JoinSet<object_store::Result<()>>,
+}
+
+impl Upload {
+    /// Buffers `bytes`, sending each part as soon as it is full.
+    fn put(&mut self, mut bytes: Bytes) {
+        while !bytes.is_empty() {
+            let room = self.part_size - self.buffer.content_length();
+            if bytes.len() < room {
+                self.buffer.push(bytes);
+                return;
+            }
+            self.buffer.push(bytes.split_to(room));
+            self.send_buffer();
+        }
+    }
+
+    fn send_buffer(&mut self) {
+        let part = std::mem::take(&mut self.buffer).freeze();
+        self.parts.spawn(self.inner.put_part(part));
+    }
+
+    /// Waits until at most `max` parts are on their way.
+    ///
+    /// # Errors
+    ///
+    /// The first failed part's.
+    async fn wait_for_parts(&mut self, max: usize) -> object_store::Result<()> {
+        while self.parts.len() > max {
+            match self.parts.join_next().await {
+                Some(Ok(sent)) => sent?,
+                Some(Err(task)) => {
+                    return Err(object_store::Error::Generic {
+                        store: "destination-s3",
+                        source: Box::new(task),
+                    });
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the last part, waits for every part, and completes the upload.
+    async fn complete(&mut self) -> object_store::Result<()> {
+        if self.buffer.content_length() > 0 {
+            self.send_buffer();
+        }
+        self.wait_for_parts(0).await?;
+        self.inner.complete().await.map(drop)
+    }
+
+    /// Stops the parts still on their way and aborts the upload; an upload the store no
+    /// longer knows (an earlier abort that did reach it) counts as aborted.
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.parts.shutdown().await;
+        match self.inner.abort().await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Aborts `upload`. When that fails for a reason that may pass (the store unreachable or
+/// throttling), the abort is tried again in the background, so the parts do not outlive
+/// the outage.
+async fn abandon(path: Path, mut upload: Upload) -> object_store::Result<()> {
+    let Err(error) = upload.abort().await else {
+        return Ok(());
+    };
+    let transient = matches!(classify(&error), Class::Retryable | Class::Throttled);
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if transient => {
+            tracing::warn!(%path, %error, "aborting a multipart upload failed; trying again in the background");
+            handle.spawn(retry_abort(path, upload));
+        }
+        _ => tracing::error!(
+            %path,
+            %error,
+            "aborting a multipart upload failed; its parts stay until the bucket's lifecycle rule removes them"
+        ),
+    }
+    Err(error)
+}
+
+async fn retry_abort(path: Path, mut upload: Upload) {
+    let started = tokio::time::Instant::now();
+    let mut delay = ABORT_RETRY_FIRST_DELAY;
+    loop {
+        tokio::time::sleep(delay).await;
+        let error = match upload.abort().await {
+            Ok(()) => {
+                tracing::info!(%path, "multipart upload aborted after earlier failures");
+                return;
+            }
+            Err(error) => error,
+        };
+        let transient = matches!(classify(&error), Class::Retryable | Class::Throttled);
+        if !transient || started.elapsed() + delay >= ABORT_RETRY_FOR {
+            tracing::error!(
+                %path,
+                %error,
+                "gave up aborting a multipart upload; its parts stay until the bucket's lifecycle rule removes them"
+            );
+            return;
+        }
+        tracing::debug!(%path, %error, "aborting a multipart upload failed again");
+        delay = (delay * 2).min(ABORT_RETRY_MAX_DELAY);
     }
 }
 
@@ -354,6 +491,18 @@ mod tests {
         assert!(open(&S3Config::new("file://localhost/tmp/lake")).is_ok());
     }
 
+    /// The bucket's open multipart uploads, once none are left or `limit` has passed.
+    async fn open_uploads_within(endpoint: &str, bucket: &str, limit: Duration) -> usize {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let open = moto::open_uploads(endpoint, bucket).await;
+            if open == 0 || tokio::time::Instant::now() >= until {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn chunk(bytes: usize) -> Bytes {
         Bytes::from(vec![b'x'; bytes])
     }
@@ -368,14 +517,7 @@ mod tests {
         assert!(sink.is_multipart());
         assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
         drop(sink);
-        let mut open = 1;
-        for _ in 0..50 {
-            open = moto::open_uploads(&endpoint, &bucket).await;
-            if open == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let open = open_uploads_within(&endpoint, &bucket, Duration::from_secs(5)).await;
         assert_eq!(open, 0, "the dropped upload is still open");
     }
 
@@ -410,6 +552,71 @@ mod tests {
         assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
         sink.abort().await.unwrap();
         assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 0);
+    }
+
+    /// A TCP relay on 127.0.0.1 to the server at `endpoint` that can be cut: while cut, it
+    /// closes every connection, open or new, as an unreachable store would.
+    struct Relay {
+        port: u16,
+        cut: tokio::sync::watch::Sender<bool>,
+    }
+
+    async fn relay(endpoint: &str) -> Relay {
+        let upstream = endpoint.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                if *watch.borrow() {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Relay { port, cut }
+    }
+
+    #[tokio::test]
+    async fn an_abort_that_fails_while_the_store_is_unreachable_is_retried() {
+        let Some(endpoint) = peer(VAR, "abort retried") else {
+            return;
+        };
+        let bucket = moto::unique_bucket("abort-retried");
+        moto::create_bucket(&endpoint, &bucket).await;
+        let relay = relay(&endpoint).await;
+        let config = S3Config::new(format!("s3://{bucket}"))
+            .with_endpoint(format!("http://127.0.0.1:{}", relay.port), true)
+            .with_region("us-east-1")
+            .with_credentials("k", "s");
+        let target = open(&config).unwrap();
+        let mut sink = ObjectSink::new(target.store, Path::from("k"), MIN_S3_PART_SIZE);
+        sink.write(chunk(MIN_S3_PART_SIZE + 1)).await.unwrap();
+        assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
+
+        relay.cut.send_replace(true);
+        sink.abort()
+            .await
+            .expect_err("the abort cannot reach the store");
+        assert_eq!(
+            moto::open_uploads(&endpoint, &bucket).await,
+            1,
+            "the upload is still open on the server"
+        );
+
+        relay.cut.send_replace(false);
+        let open = open_uploads_within(&endpoint, &bucket, Duration::from_secs(30)).await;
+        assert_eq!(open, 0, "the abort was not retried once the store was back");
     }
 
     #[test]

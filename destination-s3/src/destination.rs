@@ -28,8 +28,9 @@ pub const PREFIX_ATTRIBUTE: &str = "prefix";
 ///   same object, so each event is stored once per key.
 /// - Nothing is visible under the key until the whole object is written (single put, or a
 ///   completed multipart upload; a temporary file and rename for `file://`).
-/// - A failed multipart upload is aborted. A process killed mid-upload leaves parts
-///   that only a bucket lifecycle rule (`AbortIncompleteMultipartUpload`) removes.
+/// - A failed multipart upload is aborted; an abort that fails because the store cannot
+///   be reached is tried again in the background. A process killed mid-upload leaves
+///   parts that only a bucket lifecycle rule (`AbortIncompleteMultipartUpload`) removes.
 ///
 /// # Examples
 ///

@@ -60,9 +60,11 @@
 //!
 //! # Known limitations
 //!
-//! - Multipart parts of a process killed mid-upload (or of a server that went away before
-//!   the abort request) stay in the bucket, billed, until a lifecycle rule with
-//!   `AbortIncompleteMultipartUpload` removes them: configure one on the bucket.
+//! - Multipart parts of a process killed mid-upload stay in the bucket, billed, until a
+//!   lifecycle rule with `AbortIncompleteMultipartUpload` removes them: configure one on
+//!   the bucket. So do the parts of an upload whose abort failed and kept failing for an
+//!   hour of background retries (the store unreachable all that time), or whose process
+//!   stopped during those retries.
 //! - The whole batch is in memory already (the runtime holds it); the encoder adds about
 //!   one part (`part_size_bytes`) of buffered output on top.
 //! - With no credentials configured, the AWS chain may query the instance metadata
