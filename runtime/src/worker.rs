@@ -80,15 +80,22 @@ pub(crate) async fn run(
 
     // The read in progress is kept across turns of the loop: dropping it whenever a delivery
     // finishes first would throw away events already read from disk, and read them again.
+    // After a failed read the next one starts after a pause, which is part of the read, so
+    // that the loop keeps watching for shutdown meanwhile.
     let read_next = {
         let queue = Arc::clone(&worker.shared.queue);
         let name = worker.handle.name.clone();
-        move || {
+        move |after: Duration| {
             let (queue, name) = (Arc::clone(&queue), name.clone());
-            Box::pin(async move { queue.next(&name, read_max).await })
+            Box::pin(async move {
+                if !after.is_zero() {
+                    sleep(after).await;
+                }
+                queue.next(&name, read_max).await
+            })
         }
     };
-    let mut read = read_next();
+    let mut read = read_next(Duration::ZERO);
 
     let deadline = loop {
         let current = *state.borrow_and_update();
@@ -124,16 +131,15 @@ pub(crate) async fn run(
             }
             records = &mut read => match records {
                 Ok(records) => {
-                    read = read_next();
+                    read = read_next(Duration::ZERO);
                     for record in records {
                         worker.push(record.seq, record.event, record.size).await;
                     }
                 }
                 Err(QueueError::Closed) => break Duration::ZERO,
                 Err(err) => {
-                    error!(destination = %worker.handle.name, error = %crate::registry::chain(&err), "queue read failed");
-                    sleep(Duration::from_secs(1)).await;
-                    read = read_next();
+                    error!(destination = %worker.handle.name, error = %crate::registry::chain(&err), "queue read failed; trying again in a second");
+                    read = read_next(Duration::from_secs(1));
                 }
             },
             Some(_) = worker.tasks.join_next(), if !worker.tasks.is_empty() => {}

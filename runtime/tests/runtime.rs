@@ -472,7 +472,7 @@ async fn send_valid_queues_the_good_and_names_the_bad() {
 }
 
 /// A queue whose reads take a while after handing records out, counting reads that were
-/// dropped before they returned.
+/// dropped before they returned; its reads can also be made to fail.
 ///
 /// It breaks the cancel safety [`Queue::next`](destinations::queue::Queue::next) asks for,
 /// on purpose: a dropped read then shows as events never delivered. The product's queues
@@ -482,6 +482,8 @@ async fn send_valid_queues_the_good_and_names_the_bad() {
 struct SlowReads {
     inner: destinations::queue::MemoryQueue,
     abandoned: Arc<AtomicUsize>,
+    /// While set, every read fails; counts the failed reads.
+    failing: Option<Arc<AtomicUsize>>,
 }
 
 /// Counts a read as abandoned unless it is disarmed.
@@ -509,6 +511,12 @@ impl destinations::queue::Queue for SlowReads {
         destination: &str,
         max: usize,
     ) -> Result<Vec<destinations::queue::Record>, destinations::queue::QueueError> {
+        if let Some(failed) = &self.failing {
+            failed.fetch_add(1, Ordering::SeqCst);
+            return Err(destinations::queue::QueueError::Codec(
+                "injected read failure".into(),
+            ));
+        }
         let records = self.inner.next(destination, max).await?;
         let mut guard = ReadGuard(Arc::clone(&self.abandoned), false);
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -539,6 +547,7 @@ async fn a_read_in_progress_is_not_dropped_when_a_delivery_finishes() {
     let queue = Arc::new(SlowReads {
         inner: destinations::queue::MemoryQueue::new(),
         abandoned: Arc::clone(&abandoned),
+        failing: None,
     });
     let memory = Arc::new(MemoryDestination::new("m"));
     let runtime = Runtime::builder()
@@ -575,4 +584,35 @@ async fn a_read_in_progress_is_not_dropped_when_a_delivery_finishes() {
         "reads were dropped while deliveries finished"
     );
     runtime.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_pausing_after_a_failed_queue_read_still_stops_at_once() {
+    let failed = Arc::new(AtomicUsize::new(0));
+    let queue = Arc::new(SlowReads {
+        inner: destinations::queue::MemoryQueue::new(),
+        abandoned: Arc::new(AtomicUsize::new(0)),
+        failing: Some(Arc::clone(&failed)),
+    });
+    let runtime = Runtime::builder()
+        .custom_queue(queue, Arc::new(destinations::MemoryDeadLetters::default()))
+        .destination_with("m", Arc::new(MemoryDestination::new("m")), settings(3))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if failed.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(failed.load(Ordering::SeqCst), 1, "one read failed");
+    // The worker now waits a second before reading again; shutdown must not wait with it.
+    let started = std::time::Instant::now();
+    runtime.shutdown().await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(800),
+        "shutdown waited out the pause after the failed read: {took:?}"
+    );
 }
