@@ -15,7 +15,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use destination_core::{Event, Secret};
+use bytes::Bytes;
+use chrono::Utc;
+use destination_core::{Event, EventId, Secret};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::config::ServerConfig;
@@ -166,10 +169,12 @@ type Rejection = (StatusCode, String);
 
 /// Splits a body into events: a JSON object, an array of objects, or NDJSON.
 ///
-/// Each event is measured here, and the JSON text made to measure it is the one the queue
-/// stores, so an accepted event is serialized once.
+/// Each event keeps its own slice of the body as its JSON text, checked but not built
+/// into a tree: the queue stores that text and a destination that sends JSON sends it as
+/// it came. An object written over several lines is parsed and written compactly instead,
+/// since the queue keeps one event a line.
 pub(crate) fn parse_body(
-    bytes: &[u8],
+    bytes: &Bytes,
     max_event_bytes: usize,
     max_events: usize,
 ) -> Result<Vec<Event>, Rejection> {
@@ -192,36 +197,45 @@ pub(crate) fn parse_body(
             format!("request holds more than {max_events} events (server.max_events_per_request)"),
         )
     };
-    let mut values = Vec::new();
-    for item in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
-        let value = item.map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
-        values.push(value);
-        if values.len() > max_events {
+    let invalid = |e: serde_json::Error| (StatusCode::BAD_REQUEST, format!("invalid JSON: {e}"));
+    let mut items: Vec<&RawValue> = Vec::new();
+    for item in serde_json::Deserializer::from_str(text).into_iter::<&RawValue>() {
+        items.push(item.map_err(invalid)?);
+        if items.len() > max_events {
             return Err(too_many());
         }
     }
-    let payloads = match values.as_slice() {
-        [Value::Array(_)] => match values.pop() {
-            Some(Value::Array(items)) => items,
-            _ => unreachable!("matched an array"),
-        },
-        _ => values,
-    };
-    if payloads.is_empty() {
+    if let [only] = items.as_slice()
+        && only.get().starts_with('[')
+    {
+        items = serde_json::from_str(only.get()).map_err(invalid)?;
+    }
+    if items.is_empty() {
         return Err((StatusCode::BAD_REQUEST, "request holds no event".into()));
     }
-    if payloads.len() > max_events {
+    if items.len() > max_events {
         return Err(too_many());
     }
-    let mut events = Vec::with_capacity(payloads.len());
-    for (index, payload) in payloads.into_iter().enumerate() {
-        if !payload.is_object() {
+    let mut events = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let raw = item.get();
+        if !raw.starts_with('{') {
             return Err((
                 StatusCode::BAD_REQUEST,
                 format!("event {} is not a JSON object", index + 1),
             ));
         }
-        let event = Event::new(payload);
+        let event = if raw.contains(['\n', '\r']) {
+            serde_json::from_str(raw).map(Event::new)
+        } else {
+            Event::from_json(EventId::new(), Utc::now(), bytes.slice_ref(raw.as_bytes()))
+        }
+        .map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("event {}: invalid JSON: {e}", index + 1),
+            )
+        })?;
         let size = event.encoded_len();
         if size > max_event_bytes {
             return Err((
@@ -242,15 +256,45 @@ pub(crate) fn parse_body(
 mod tests {
     use super::*;
 
+    fn parse(
+        body: &[u8],
+        max_event_bytes: usize,
+        max_events: usize,
+    ) -> Result<Vec<Event>, Rejection> {
+        parse_body(&Bytes::copy_from_slice(body), max_event_bytes, max_events)
+    }
+
+    #[test]
+    fn events_keep_their_text_as_sent_and_multi_line_objects_are_compacted() {
+        let body = b"{\"b\": 1, \"a\": [true, null]}\n{\n  \"pretty\": {\"x\": 1.5}\n}\n";
+        let events = parse(body, 100, 10).unwrap();
+        assert_eq!(
+            &events[0].payload_json()[..],
+            br#"{"b": 1, "a": [true, null]}"#
+        );
+        assert_eq!(events[0].payload(), &json!({"a": [true, null], "b": 1}));
+        assert_eq!(&events[1].payload_json()[..], br#"{"pretty":{"x":1.5}}"#);
+        assert_ne!(events[0].id, events[1].id);
+    }
+
+    #[test]
+    fn payloads_a_value_could_not_hold_are_refused() {
+        let (status, msg) = parse(br#"{"n": 1e400}"#, 100, 10).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(msg.contains("event 1: invalid JSON"), "{msg}");
+        let deep = format!("{}{}", "{\"a\":".repeat(200), "}".repeat(200));
+        let (status, _) = parse(deep.as_bytes(), 10_000, 10).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
     #[test]
     fn accepts_object_array_and_ndjson() {
-        assert_eq!(parse_body(br#"{"a":1}"#, 100, 10).unwrap().len(), 1);
+        assert_eq!(parse(br#"{"a":1}"#, 100, 10).unwrap().len(), 1);
+        assert_eq!(parse(br#"[{"a":1},{"b":2}]"#, 100, 10).unwrap().len(), 2);
+        let spaced = parse(b" [ {\"a\":1} ,\n {\"b\":2} ] ", 100, 10).unwrap();
+        assert_eq!(&spaced[1].payload_json()[..], br#"{"b":2}"#);
         assert_eq!(
-            parse_body(br#"[{"a":1},{"b":2}]"#, 100, 10).unwrap().len(),
-            2
-        );
-        assert_eq!(
-            parse_body(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}\n", 100, 10)
+            parse(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}\n", 100, 10)
                 .unwrap()
                 .len(),
             3
@@ -259,22 +303,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_reasons() {
-        let (status, msg) = parse_body(b"{\"a\":1}\n{\"b\":", 100, 10).unwrap_err();
+        let (status, msg) = parse(b"{\"a\":1}\n{\"b\":", 100, 10).unwrap_err();
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(msg.contains("line 2"), "{msg}");
-        let (_, msg) = parse_body(&[b'{', 0xff, b'}'], 100, 10).unwrap_err();
+        let (_, msg) = parse(&[b'{', 0xff, b'}'], 100, 10).unwrap_err();
         assert!(msg.contains("UTF-8"), "{msg}");
-        let (_, msg) = parse_body(b"[1, 2]", 100, 10).unwrap_err();
+        let (_, msg) = parse(b"[1, 2]", 100, 10).unwrap_err();
         assert!(msg.contains("event 1 is not a JSON object"), "{msg}");
-        let (status, msg) = parse_body(br#"{"a":"0123456789"}"#, 10, 10).unwrap_err();
+        let (status, msg) = parse(br#"{"a":"0123456789"}"#, 10, 10).unwrap_err();
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(msg.contains("max_event_bytes"), "{msg}");
-        assert!(parse_body(b"  ", 10, 10).is_err());
-        assert!(parse_body(b"[]", 10, 10).is_err());
-        let (status, msg) = parse_body(b"{}\n{}\n{}\n", 10, 2).unwrap_err();
+        assert!(parse(b"  ", 10, 10).is_err());
+        assert!(parse(b"[]", 10, 10).is_err());
+        let (status, msg) = parse(b"{}\n{}\n{}\n", 10, 2).unwrap_err();
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(msg.contains("max_events_per_request"), "{msg}");
-        let (status, _) = parse_body(b"[{}, {}, {}]", 10, 2).unwrap_err();
+        let (status, _) = parse(b"[{}, {}, {}]", 10, 2).unwrap_err();
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 
