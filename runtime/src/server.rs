@@ -19,7 +19,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use destination_core::{Event, EventId, Secret};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::config::ServerConfig;
 use crate::queue::QueueError;
