@@ -18,8 +18,8 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use chrono::Utc;
 use destination_core::{Event, EventId, Secret};
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::config::ServerConfig;
 use crate::queue::QueueError;

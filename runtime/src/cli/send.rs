@@ -5,11 +5,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use destination_core::Event;
+use bytes::Bytes;
+use chrono::Utc;
+use destination_core::{Event, EventId};
 use destinations::{Outcome, Receipt, Runtime, Sender};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use serde_json::Value;
+use serde::de::IgnoredAny;
 
 use super::{Failure, chain, load, start};
 
@@ -110,9 +112,18 @@ async fn queue_lines(
         if line.trim().is_empty() {
             continue;
         }
-        let payload = match serde_json::from_str::<Value>(&line) {
-            Ok(value) if value.is_object() => value,
-            Ok(_) => {
+        // The line itself becomes the event's JSON text: checked, not built into a tree.
+        // `from_json` counts columns from the first character that is not blank.
+        let indent = line.len() - line.trim_start().len();
+        let (parsed, offset) = if line.trim_start().starts_with('{') {
+            let event = Event::from_json(EventId::new(), Utc::now(), Bytes::from(line));
+            (event.map(Some), indent)
+        } else {
+            (serde_json::from_str::<IgnoredAny>(&line).map(|_| None), 0)
+        };
+        let event = match parsed {
+            Ok(Some(event)) => event,
+            Ok(None) => {
                 eprintln!("line {number}: not a JSON object; skipped");
                 bad_lines += 1;
                 continue;
@@ -120,14 +131,14 @@ async fn queue_lines(
             Err(err) => {
                 eprintln!(
                     "line {number}: invalid JSON at column {}: {}; skipped",
-                    err.column(),
+                    err.column() + offset,
                     json_reason(&err)
                 );
                 bad_lines += 1;
                 continue;
             }
         };
-        chunk.push((number, Event::new(payload)));
+        chunk.push((number, event));
         if chunk.len() == CHUNK {
             bad_lines += flush(sender, to, &mut chunk, &mut receipts).await?;
         }
