@@ -169,12 +169,12 @@ type Rejection = (StatusCode, String);
 
 /// Splits a body into events: a JSON object, an array of objects, or NDJSON.
 ///
-/// Each event keeps its own slice of the body as its JSON text, checked but not built
-/// into a tree: the queue stores that text and a destination that sends JSON sends it as
+/// Each event keeps its part of the body as its JSON text, checked but not built into a
+/// tree: the queue stores that text and a destination that sends JSON sends it as
 /// it came. An object written over several lines is parsed and written compactly instead,
 /// since the queue keeps one event a line.
 pub(crate) fn parse_body(
-    bytes: &Bytes,
+    bytes: &[u8],
     max_event_bytes: usize,
     max_events: usize,
 ) -> Result<Vec<Event>, Rejection> {
@@ -228,7 +228,10 @@ pub(crate) fn parse_body(
         let event = if raw.contains(['\n', '\r']) {
             serde_json::from_str(raw).map(Event::new)
         } else {
-            Event::from_json(EventId::new(), Utc::now(), bytes.slice_ref(raw.as_bytes()))
+            // A copy, not a slice of the body: a slice would keep the whole request in
+            // memory for as long as any one of its events is queued or cached.
+            let text = Bytes::copy_from_slice(raw.as_bytes());
+            Event::from_json(EventId::new(), Utc::now(), text)
         }
         .map_err(|e| {
             (
@@ -256,18 +259,10 @@ pub(crate) fn parse_body(
 mod tests {
     use super::*;
 
-    fn parse(
-        body: &[u8],
-        max_event_bytes: usize,
-        max_events: usize,
-    ) -> Result<Vec<Event>, Rejection> {
-        parse_body(&Bytes::copy_from_slice(body), max_event_bytes, max_events)
-    }
-
     #[test]
     fn events_keep_their_text_as_sent_and_multi_line_objects_are_compacted() {
         let body = b"{\"b\": 1, \"a\": [true, null]}\n{\n  \"pretty\": {\"x\": 1.5}\n}\n";
-        let events = parse(body, 100, 10).unwrap();
+        let events = parse_body(body, 100, 10).unwrap();
         assert_eq!(
             &events[0].payload_json()[..],
             br#"{"b": 1, "a": [true, null]}"#
@@ -279,22 +274,25 @@ mod tests {
 
     #[test]
     fn payloads_a_value_could_not_hold_are_refused() {
-        let (status, msg) = parse(br#"{"n": 1e400}"#, 100, 10).unwrap_err();
+        let (status, msg) = parse_body(br#"{"n": 1e400}"#, 100, 10).unwrap_err();
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(msg.contains("event 1: invalid JSON"), "{msg}");
         let deep = format!("{}{}", "{\"a\":".repeat(200), "}".repeat(200));
-        let (status, _) = parse(deep.as_bytes(), 10_000, 10).unwrap_err();
+        let (status, _) = parse_body(deep.as_bytes(), 10_000, 10).unwrap_err();
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     #[test]
     fn accepts_object_array_and_ndjson() {
-        assert_eq!(parse(br#"{"a":1}"#, 100, 10).unwrap().len(), 1);
-        assert_eq!(parse(br#"[{"a":1},{"b":2}]"#, 100, 10).unwrap().len(), 2);
-        let spaced = parse(b" [ {\"a\":1} ,\n {\"b\":2} ] ", 100, 10).unwrap();
+        assert_eq!(parse_body(br#"{"a":1}"#, 100, 10).unwrap().len(), 1);
+        assert_eq!(
+            parse_body(br#"[{"a":1},{"b":2}]"#, 100, 10).unwrap().len(),
+            2
+        );
+        let spaced = parse_body(b" [ {\"a\":1} ,\n {\"b\":2} ] ", 100, 10).unwrap();
         assert_eq!(&spaced[1].payload_json()[..], br#"{"b":2}"#);
         assert_eq!(
-            parse(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}\n", 100, 10)
+            parse_body(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}\n", 100, 10)
                 .unwrap()
                 .len(),
             3
@@ -303,22 +301,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_reasons() {
-        let (status, msg) = parse(b"{\"a\":1}\n{\"b\":", 100, 10).unwrap_err();
+        let (status, msg) = parse_body(b"{\"a\":1}\n{\"b\":", 100, 10).unwrap_err();
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(msg.contains("line 2"), "{msg}");
-        let (_, msg) = parse(&[b'{', 0xff, b'}'], 100, 10).unwrap_err();
+        let (_, msg) = parse_body(&[b'{', 0xff, b'}'], 100, 10).unwrap_err();
         assert!(msg.contains("UTF-8"), "{msg}");
-        let (_, msg) = parse(b"[1, 2]", 100, 10).unwrap_err();
+        let (_, msg) = parse_body(b"[1, 2]", 100, 10).unwrap_err();
         assert!(msg.contains("event 1 is not a JSON object"), "{msg}");
-        let (status, msg) = parse(br#"{"a":"0123456789"}"#, 10, 10).unwrap_err();
+        let (status, msg) = parse_body(br#"{"a":"0123456789"}"#, 10, 10).unwrap_err();
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(msg.contains("max_event_bytes"), "{msg}");
-        assert!(parse(b"  ", 10, 10).is_err());
-        assert!(parse(b"[]", 10, 10).is_err());
-        let (status, msg) = parse(b"{}\n{}\n{}\n", 10, 2).unwrap_err();
+        assert!(parse_body(b"  ", 10, 10).is_err());
+        assert!(parse_body(b"[]", 10, 10).is_err());
+        let (status, msg) = parse_body(b"{}\n{}\n{}\n", 10, 2).unwrap_err();
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(msg.contains("max_events_per_request"), "{msg}");
-        let (status, _) = parse(b"[{}, {}, {}]", 10, 2).unwrap_err();
+        let (status, _) = parse_body(b"[{}, {}, {}]", 10, 2).unwrap_err();
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 
