@@ -259,27 +259,22 @@ impl ObjectSink {
         match &mut self.state {
             State::Buffer(buffer) => {
                 buffer.push(bytes);
-                if buffer.content_length() >= self.part_size {
-                    let buffered = std::mem::take(buffer).freeze();
-                    let mut upload = Upload {
-                        inner: self.store.put_multipart(&self.path).await?,
-                        buffer: PutPayloadMut::new(),
-                        part_size: self.part_size,
-                        parts: JoinSet::new(),
-                    };
-                    for chunk in buffered {
-                        upload.put(chunk);
-                    }
-                    tracing::debug!(path = %self.path, "multipart upload started");
-                    self.state = State::Upload(upload);
+                if buffer.content_length() < self.part_size {
+                    return Ok(());
+                }
+                // Started before the buffer moves into it: if starting fails, the bytes are
+                // still here rather than lost from an object that `finish` would then write
+                // short.
+                let inner = self.store.put_multipart(&self.path).await?;
+                let buffered = std::mem::take(buffer).freeze();
+                tracing::debug!(path = %self.path, "multipart upload started");
+                let upload = self.state.start(inner, self.part_size);
+                for chunk in buffered {
+                    upload.put(chunk).await?;
                 }
                 Ok(())
             }
-            State::Upload(upload) => {
-                upload.wait_for_parts(PART_CONCURRENCY).await?;
-                upload.put(bytes);
-                Ok(())
-            }
+            State::Upload(upload) => upload.put(bytes).await,
             State::Done => Err(object_store::Error::Generic {
                 store: "destination-s3",
                 source: "write after the object was finished".into(),
@@ -294,19 +289,20 @@ impl ObjectSink {
     /// The store's error; a failed multipart upload has already been aborted (or handed
     /// to the background retries of a failed abort).
     pub(crate) async fn finish(&mut self) -> object_store::Result<()> {
-        match std::mem::replace(&mut self.state, State::Done) {
-            State::Buffer(buffer) => {
-                self.store.put(&self.path, buffer.freeze()).await?;
+        // The upload stays in the sink until it is completed: if this future is dropped
+        // meanwhile (a delivery that timed out), `Drop` still aborts it.
+        if let State::Upload(upload) = &mut self.state {
+            if let Err(error) = upload.complete().await {
+                // The abort's own failure is logged; the completion's error is the one
+                // that counts.
+                let _ = self.abort().await;
+                return Err(error);
             }
-            State::Upload(mut upload) => {
-                if let Err(error) = upload.complete().await {
-                    // The abort's own failure is logged; the completion's error is the one
-                    // that counts.
-                    let _ = abandon(self.path.clone(), upload).await;
-                    return Err(error);
-                }
-            }
-            State::Done => {}
+            self.state = State::Done;
+            return Ok(());
+        }
+        if let State::Buffer(buffer) = std::mem::replace(&mut self.state, State::Done) {
+            self.store.put(&self.path, buffer.freeze()).await?;
         }
         Ok(())
     }
@@ -318,9 +314,34 @@ impl ObjectSink {
     /// The store's error when the abort request fails; the abort is then tried again in
     /// the background.
     pub(crate) async fn abort(&mut self) -> object_store::Result<()> {
-        match std::mem::replace(&mut self.state, State::Done) {
-            State::Upload(upload) => abandon(self.path.clone(), upload).await,
-            State::Buffer(_) | State::Done => Ok(()),
+        let State::Upload(upload) = &mut self.state else {
+            self.state = State::Done;
+            return Ok(());
+        };
+        // As in `finish`, the upload stays in the sink while the request is out.
+        let aborted = upload.abort().await;
+        match (aborted, std::mem::replace(&mut self.state, State::Done)) {
+            (Err(error), State::Upload(upload)) => {
+                retry_later(self.path.clone(), upload, &error);
+                Err(error)
+            }
+            (aborted, _) => aborted,
+        }
+    }
+}
+
+impl State {
+    /// Switches to a multipart upload through `inner` and returns it.
+    fn start(&mut self, inner: Box<dyn MultipartUpload>, part_size: usize) -> &mut Upload {
+        *self = State::Upload(Upload {
+            inner,
+            buffer: PutPayloadMut::new(),
+            part_size,
+            parts: JoinSet::new(),
+        });
+        match self {
+            State::Upload(upload) => upload,
+            _ => unreachable!("just set"),
         }
     }
 }
@@ -328,13 +349,21 @@ impl ObjectSink {
 impl Drop for ObjectSink {
     fn drop(&mut self) {
         // A dropped delivery future (timeout, shutdown) must not leave a billed upload.
-        if let State::Upload(upload) = std::mem::replace(&mut self.state, State::Done)
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            let path = self.path.clone();
-            handle.spawn(async move {
-                let _ = abandon(path, upload).await;
-            });
+        let State::Upload(upload) = std::mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
+        let path = self.path.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    let _ = abandon(path, upload).await;
+                });
+            }
+            Err(_) => tracing::error!(
+                %path,
+                "multipart upload dropped outside a Tokio runtime, so it cannot be aborted; \
+                 its parts stay until the bucket's lifecycle rule removes them"
+            ),
         }
     }
 }
@@ -351,21 +380,30 @@ struct Upload {
 
 impl Upload {
     /// Buffers `bytes`, sending each part as soon as it is full.
-    fn put(&mut self, mut bytes: Bytes) {
+    ///
+    /// # Errors
+    ///
+    /// A failed part's, found while waiting for room for the next part.
+    async fn put(&mut self, mut bytes: Bytes) -> object_store::Result<()> {
         while !bytes.is_empty() {
             let room = self.part_size - self.buffer.content_length();
             if bytes.len() < room {
                 self.buffer.push(bytes);
-                return;
+                return Ok(());
             }
             self.buffer.push(bytes.split_to(room));
-            self.send_buffer();
+            self.send_buffer().await?;
         }
+        Ok(())
     }
 
-    fn send_buffer(&mut self) {
+    /// Sends the buffer as the next part once fewer than [`PART_CONCURRENCY`] are on
+    /// their way.
+    async fn send_buffer(&mut self) -> object_store::Result<()> {
+        self.wait_for_parts(PART_CONCURRENCY - 1).await?;
         let part = std::mem::take(&mut self.buffer).freeze();
         self.parts.spawn(self.inner.put_part(part));
+        Ok(())
     }
 
     /// Waits until at most `max` parts are on their way.
@@ -392,7 +430,7 @@ impl Upload {
     /// Sends the last part, waits for every part, and completes the upload.
     async fn complete(&mut self) -> object_store::Result<()> {
         if self.buffer.content_length() > 0 {
-            self.send_buffer();
+            self.send_buffer().await?;
         }
         self.wait_for_parts(0).await?;
         self.inner.complete().await.map(drop)
@@ -416,7 +454,14 @@ async fn abandon(path: Path, mut upload: Upload) -> object_store::Result<()> {
     let Err(error) = upload.abort().await else {
         return Ok(());
     };
-    let transient = matches!(classify(&error), Class::Retryable | Class::Throttled);
+    retry_later(path, upload, &error);
+    Err(error)
+}
+
+/// After a failed abort: retries it in the background when the failure may pass, logs
+/// that the parts are left behind when it cannot.
+fn retry_later(path: Path, upload: Upload, error: &object_store::Error) {
+    let transient = matches!(classify(error), Class::Retryable | Class::Throttled);
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if transient => {
             tracing::warn!(%path, %error, "aborting a multipart upload failed; trying again in the background");
@@ -428,7 +473,6 @@ async fn abandon(path: Path, mut upload: Upload) -> object_store::Result<()> {
             "aborting a multipart upload failed; its parts stay until the bucket's lifecycle rule removes them"
         ),
     }
-    Err(error)
 }
 
 async fn retry_abort(path: Path, mut upload: Upload) {
@@ -561,6 +605,19 @@ mod tests {
         cut: tokio::sync::watch::Sender<bool>,
     }
 
+    impl Relay {
+        /// A sink for `bucket` whose requests go through the relay.
+        fn sink(&self, bucket: &str, part_size: usize) -> (ObjectSink, Arc<dyn ObjectStore>) {
+            let config = S3Config::new(format!("s3://{bucket}"))
+                .with_endpoint(format!("http://127.0.0.1:{}", self.port), true)
+                .with_region("us-east-1")
+                .with_credentials("k", "s");
+            let store = open(&config).unwrap().store;
+            let sink = ObjectSink::new(Arc::clone(&store), Path::from("k"), part_size);
+            (sink, store)
+        }
+    }
+
     async fn relay(endpoint: &str) -> Relay {
         let upstream = endpoint.trim_start_matches("http://").to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -595,12 +652,7 @@ mod tests {
         let bucket = moto::unique_bucket("abort-retried");
         moto::create_bucket(&endpoint, &bucket).await;
         let relay = relay(&endpoint).await;
-        let config = S3Config::new(format!("s3://{bucket}"))
-            .with_endpoint(format!("http://127.0.0.1:{}", relay.port), true)
-            .with_region("us-east-1")
-            .with_credentials("k", "s");
-        let target = open(&config).unwrap();
-        let mut sink = ObjectSink::new(target.store, Path::from("k"), MIN_S3_PART_SIZE);
+        let (mut sink, _) = relay.sink(&bucket, MIN_S3_PART_SIZE);
         sink.write(chunk(MIN_S3_PART_SIZE + 1)).await.unwrap();
         assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
 
@@ -617,6 +669,71 @@ mod tests {
         relay.cut.send_replace(false);
         let open = open_uploads_within(&endpoint, &bucket, Duration::from_secs(30)).await;
         assert_eq!(open, 0, "the abort was not retried once the store was back");
+    }
+
+    #[tokio::test]
+    async fn at_most_four_parts_are_on_their_way_at_once() {
+        let Some((_, _, target)) = sink_target("part-concurrency").await else {
+            return;
+        };
+        let store = Arc::clone(&target.store);
+        let mut sink = ObjectSink::new(target.store, Path::from("k"), MIN_S3_PART_SIZE);
+        // Parts leave the set only when waited for, so its size after a write is the most
+        // that write had on their way. Unbounded, one write of eight parts leaves eight.
+        for size in [
+            8 * MIN_S3_PART_SIZE + 7,
+            MIN_S3_PART_SIZE / 2,
+            3 * MIN_S3_PART_SIZE,
+        ] {
+            sink.write(chunk(size)).await.unwrap();
+            let State::Upload(upload) = &sink.state else {
+                panic!("a multipart upload");
+            };
+            assert!(
+                upload.parts.len() <= PART_CONCURRENCY,
+                "{}",
+                upload.parts.len()
+            );
+        }
+        sink.finish().await.unwrap();
+        let size = store.head(&Path::from("k")).await.unwrap().size;
+        assert_eq!(
+            size,
+            11 * MIN_S3_PART_SIZE as u64 + 7 + MIN_S3_PART_SIZE as u64 / 2
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finish_cut_short_by_a_timeout_leaves_no_upload_open() {
+        let Some((endpoint, bucket, target)) = sink_target("finish-timeout").await else {
+            return;
+        };
+        let mut sink = ObjectSink::new(target.store, Path::from("k"), MIN_S3_PART_SIZE);
+        sink.write(chunk(3 * MIN_S3_PART_SIZE + 10)).await.unwrap();
+        let finished = tokio::time::timeout(Duration::from_millis(5), sink.finish()).await;
+        assert!(finished.is_err(), "the parts cannot all be up in 5 ms");
+        drop(sink);
+        let open = open_uploads_within(&endpoint, &bucket, Duration::from_secs(10)).await;
+        assert_eq!(open, 0, "the upload outlived its delivery");
+    }
+
+    #[tokio::test]
+    async fn bytes_written_while_an_upload_cannot_start_are_kept() {
+        let Some(endpoint) = peer(VAR, "failed start") else {
+            return;
+        };
+        let bucket = moto::unique_bucket("failed-start");
+        moto::create_bucket(&endpoint, &bucket).await;
+        let relay = relay(&endpoint).await;
+        let (mut sink, store) = relay.sink(&bucket, MIN_S3_PART_SIZE);
+        relay.cut.send_replace(true);
+        sink.write(chunk(MIN_S3_PART_SIZE + 1))
+            .await
+            .expect_err("the upload cannot start");
+        relay.cut.send_replace(false);
+        sink.finish().await.unwrap();
+        let size = store.head(&Path::from("k")).await.unwrap().size;
+        assert_eq!(size, MIN_S3_PART_SIZE as u64 + 1, "no byte was lost");
     }
 
     #[test]
