@@ -618,6 +618,15 @@ mod tests {
         }
     }
 
+    /// The moto endpoint, a fresh bucket on it, and a relay to it.
+    async fn relayed(test: &str) -> Option<(String, String, Relay)> {
+        let endpoint = peer(VAR, test)?;
+        let bucket = moto::unique_bucket(test);
+        moto::create_bucket(&endpoint, &bucket).await;
+        let relay = relay(&endpoint).await;
+        Some((endpoint, bucket, relay))
+    }
+
     async fn relay(endpoint: &str) -> Relay {
         let upstream = endpoint.trim_start_matches("http://").to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -646,12 +655,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_abort_that_fails_while_the_store_is_unreachable_is_retried() {
-        let Some(endpoint) = peer(VAR, "abort retried") else {
+        let Some((endpoint, bucket, relay)) = relayed("abort-retried").await else {
             return;
         };
-        let bucket = moto::unique_bucket("abort-retried");
-        moto::create_bucket(&endpoint, &bucket).await;
-        let relay = relay(&endpoint).await;
         let (mut sink, _) = relay.sink(&bucket, MIN_S3_PART_SIZE);
         sink.write(chunk(MIN_S3_PART_SIZE + 1)).await.unwrap();
         assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
@@ -719,12 +725,9 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_written_while_an_upload_cannot_start_are_kept() {
-        let Some(endpoint) = peer(VAR, "failed start") else {
+        let Some((_, bucket, relay)) = relayed("failed-start").await else {
             return;
         };
-        let bucket = moto::unique_bucket("failed-start");
-        moto::create_bucket(&endpoint, &bucket).await;
-        let relay = relay(&endpoint).await;
         let (mut sink, store) = relay.sink(&bucket, MIN_S3_PART_SIZE);
         relay.cut.send_replace(true);
         sink.write(chunk(MIN_S3_PART_SIZE + 1))
