@@ -60,7 +60,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Bearer token required on ingest requests, if set.
     pub token: Option<Secret>,
-    /// Largest event accepted, in bytes of JSON (default 1 MiB).
+    /// Largest event accepted, in bytes of its JSON text as the request holds it, spaces
+    /// and escapes included (an object written over several lines counts compacted);
+    /// default 1 MiB.
     pub max_event_bytes: usize,
     /// Largest request body accepted, in bytes (default 16 MiB).
     pub max_body_bytes: usize,

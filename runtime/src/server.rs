@@ -236,7 +236,11 @@ pub(crate) fn parse_body(
         .map_err(|e| {
             (
                 StatusCode::BAD_REQUEST,
-                format!("event {}: invalid JSON: {e}", index + 1),
+                format!(
+                    "event {}: invalid JSON: {}",
+                    index + 1,
+                    in_body(&e, text, raw)
+                ),
             )
         })?;
         let size = event.encoded_len();
@@ -253,6 +257,25 @@ pub(crate) fn parse_body(
         events.push(event);
     }
     Ok(events)
+}
+
+/// `error`, found in `event` (a slice of `body`), with its position given in the body.
+fn in_body(error: &serde_json::Error, body: &str, event: &str) -> String {
+    let message = error.to_string();
+    if error.line() == 0 {
+        return message;
+    }
+    let reason = message
+        .rfind(" at line ")
+        .map_or(message.as_str(), |at| &message[..at]);
+    let start = event.as_ptr() as usize - body.as_ptr() as usize;
+    let before = &body[..start];
+    let line = before.matches('\n').count() + error.line();
+    let column = match error.line() {
+        1 => start - before.rfind('\n').map_or(0, |nl| nl + 1) + error.column(),
+        _ => error.column(),
+    };
+    format!("{reason} at line {line} column {column}")
 }
 
 #[cfg(test)]
@@ -277,6 +300,15 @@ mod tests {
         let (status, msg) = parse_body(br#"{"n": 1e400}"#, 100, 10).unwrap_err();
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(msg.contains("event 1: invalid JSON"), "{msg}");
+        // Positions are the body's, not the event's.
+        let body = b"{\"a\":1}\n{\"b\":2}\n  {\"n\":1e400}";
+        let (_, msg) = parse_body(body, 100, 10).unwrap_err();
+        assert!(
+            msg.ends_with("event 3: invalid JSON: number out of range at line 3 column 12"),
+            "{msg}"
+        );
+        let (_, msg) = parse_body(b"{\"a\":1}\n{\n\"n\": 1e400}", 100, 10).unwrap_err();
+        assert!(msg.ends_with("at line 3 column 10"), "{msg}");
         let deep = format!("{}{}", "{\"a\":".repeat(200), "}".repeat(200));
         let (status, _) = parse_body(deep.as_bytes(), 10_000, 10).unwrap_err();
         assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -67,7 +67,7 @@ fn bad_lines_are_reported_and_the_rest_delivered() {
     let config = lake_config(dir.path(), 25, "");
     let lines = input_lines();
     let input = format!(
-        "{}\n{{\"broken\": \n[1, 2]\n{}\n\n{}\n{{\"huge\": \"{}\"}}\n",
+        "{}\n{{\"broken\": \n[1, 2]\n{}\n\n{}\n{{\"huge\": \"{}\"}}\n{{\"cr\":\r1}}\n\t {{\"x\": tru}}\n",
         lines[0],
         lines[1],
         lines[2],
@@ -102,11 +102,17 @@ fn bad_lines_are_reported_and_the_rest_delivered() {
         stderr.contains("line 7: event of") && stderr.contains("exceeds the limit"),
         "{stderr}"
     );
+    // A carriage return inside a line is JSON whitespace; columns count the indent.
     assert!(
-        stdout.contains("delivered 3") && stdout.contains("invalid lines 3"),
+        stderr.contains("line 9: invalid JSON at column 12"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("line 8"), "{stderr}");
+    assert!(
+        stdout.contains("delivered 4") && stdout.contains("invalid lines 4"),
         "{stdout}"
     );
-    assert_eq!(stored_ids(&dir.path().join("lake")).len(), 3);
+    assert_eq!(stored_ids(&dir.path().join("lake")).len(), 4);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use destinations::{Outcome, Receipt, Runtime, Sender};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::de::IgnoredAny;
+use serde_json::Value;
 
 use super::{Failure, chain, load, start};
 
@@ -113,11 +114,17 @@ async fn queue_lines(
             continue;
         }
         // The line itself becomes the event's JSON text: checked, not built into a tree.
-        // `from_json` counts columns from the first character that is not blank.
-        let indent = line.len() - line.trim_start().len();
-        let (parsed, offset) = if line.trim_start().starts_with('{') {
+        // `from_json` drops the blanks before the object and counts columns after them.
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let object = line[indent..].starts_with('{');
+        let (parsed, offset) = if object && !line.contains('\r') {
             let event = Event::from_json(EventId::new(), Utc::now(), Bytes::from(line));
             (event.map(Some), indent)
+        } else if object {
+            // A carriage return is JSON whitespace, but the queue keeps one event a line:
+            // such a line is parsed and stored compactly.
+            let value = serde_json::from_str::<Value>(&line);
+            (value.map(|v| Some(Event::new(v))), 0)
         } else {
             (serde_json::from_str::<IgnoredAny>(&line).map(|_| None), 0)
         };
