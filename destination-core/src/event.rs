@@ -120,6 +120,11 @@ impl Event {
     /// An event whose payload is given as JSON text, as [`payload_json`](Self::payload_json)
     /// wrote it; the text is parsed only if a destination asks for the value.
     ///
+    /// The text is kept as given: a destination that sends text sends exactly it, while one
+    /// that reads the value sees what serde_json makes of it (a repeated key keeps its last
+    /// value, an integer beyond 64 bits becomes a float, `-0` becomes `-0.0`). Two events
+    /// are equal when their values are.
+    ///
     /// The text is checked here to be exactly what [`payload`](Self::payload) can parse:
     /// one JSON value, valid UTF-8, numbers within `f64`, nested at most
     /// [`MAX_PAYLOAD_DEPTH`] levels. Whitespace around it is dropped.
