@@ -209,6 +209,7 @@ pub(crate) struct ObjectSink {
     path: Path,
     part_size: usize,
     state: State,
+    aborts: Arc<Aborts>,
 }
 
 enum State {
@@ -232,13 +233,19 @@ impl std::fmt::Debug for ObjectSink {
 }
 
 impl ObjectSink {
-    /// A sink writing `path`.
-    pub(crate) fn new(store: Arc<dyn ObjectStore>, path: Path, part_size: usize) -> Self {
+    /// A sink writing `path`; aborts that cannot finish at once go on in `aborts`.
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        part_size: usize,
+        aborts: Arc<Aborts>,
+    ) -> Self {
         Self {
             store,
             path,
             part_size,
             state: State::Buffer(PutPayloadMut::new()),
+            aborts,
         }
     }
 
@@ -301,10 +308,13 @@ impl ObjectSink {
             self.state = State::Done;
             return Ok(());
         }
-        if let State::Buffer(buffer) = std::mem::replace(&mut self.state, State::Done) {
-            self.store.put(&self.path, buffer.freeze()).await?;
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Buffer(buffer) => self.store.put(&self.path, buffer.freeze()).await.map(drop),
+            _ => Err(object_store::Error::Generic {
+                store: "destination-s3",
+                source: "finish after the object was finished or abandoned".into(),
+            }),
         }
-        Ok(())
     }
 
     /// Abandons the object: a started multipart upload is aborted.
@@ -322,7 +332,7 @@ impl ObjectSink {
         let aborted = upload.abort().await;
         match (aborted, std::mem::replace(&mut self.state, State::Done)) {
             (Err(error), State::Upload(upload)) => {
-                retry_later(self.path.clone(), upload, &error);
+                self.aborts.after_failure(self.path.clone(), upload, &error);
                 Err(error)
             }
             (aborted, _) => aborted,
@@ -349,21 +359,8 @@ impl State {
 impl Drop for ObjectSink {
     fn drop(&mut self) {
         // A dropped delivery future (timeout, shutdown) must not leave a billed upload.
-        let State::Upload(upload) = std::mem::replace(&mut self.state, State::Done) else {
-            return;
-        };
-        let path = self.path.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    let _ = abandon(path, upload).await;
-                });
-            }
-            Err(_) => tracing::error!(
-                %path,
-                "multipart upload dropped outside a Tokio runtime, so it cannot be aborted; \
-                 its parts stay until the bucket's lifecycle rule removes them"
-            ),
+        if let State::Upload(upload) = std::mem::replace(&mut self.state, State::Done) {
+            self.aborts.start(self.path.clone(), upload, Duration::ZERO);
         }
     }
 }
@@ -447,48 +444,87 @@ impl Upload {
     }
 }
 
-/// Aborts `upload`. When that fails for a reason that may pass (the store unreachable or
-/// throttling), the abort is tried again in the background, so the parts do not outlive
-/// the outage.
-async fn abandon(path: Path, mut upload: Upload) -> object_store::Result<()> {
-    let Err(error) = upload.abort().await else {
-        return Ok(());
-    };
-    retry_later(path, upload, &error);
-    Err(error)
+/// The aborts of multipart uploads that go on in the background (after a failed abort,
+/// or for a sink dropped mid-upload), so that closing the destination can wait for them.
+#[derive(Debug, Default)]
+pub(crate) struct Aborts {
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-/// After a failed abort: retries it in the background when the failure may pass, logs
-/// that the parts are left behind when it cannot.
-fn retry_later(path: Path, upload: Upload, error: &object_store::Error) {
-    let transient = matches!(classify(error), Class::Retryable | Class::Throttled);
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if transient => {
+impl Aborts {
+    /// Keeps trying to abort `upload` in the background, first after `delay`: until it is
+    /// aborted, fails for a reason that will not pass, or [`ABORT_RETRY_FOR`] is over.
+    fn start(&self, path: Path, upload: Upload, delay: Duration) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(
+                %path,
+                "multipart upload left outside a Tokio runtime, so it cannot be aborted; \
+                 its parts stay until the bucket's lifecycle rule removes them"
+            );
+            return;
+        };
+        let task = handle.spawn(keep_aborting(path, upload, delay));
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// After an abort failed with `error`: tries again in the background when the failure
+    /// may pass, and logs that the parts are left behind when it cannot.
+    fn after_failure(&self, path: Path, upload: Upload, error: &object_store::Error) {
+        if transient(error) {
             tracing::warn!(%path, %error, "aborting a multipart upload failed; trying again in the background");
-            handle.spawn(retry_abort(path, upload));
+            self.start(path, upload, ABORT_RETRY_FIRST_DELAY);
+        } else {
+            tracing::error!(
+                %path,
+                %error,
+                "aborting a multipart upload failed; its parts stay until the bucket's lifecycle rule removes them"
+            );
         }
-        _ => tracing::error!(
-            %path,
-            %error,
-            "aborting a multipart upload failed; its parts stay until the bucket's lifecycle rule removes them"
-        ),
+    }
+
+    /// Waits up to `limit` for the aborts still going on; logs those that are not done.
+    pub(crate) async fn wait(&self, limit: Duration) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut pending: Vec<_> = tasks.into_iter().filter(|t| !t.is_finished()).collect();
+        let until = tokio::time::Instant::now() + limit;
+        while let Some(task) = pending.pop() {
+            if tokio::time::timeout_at(until, task).await.is_err() {
+                tracing::error!(
+                    uploads = pending.len() + 1,
+                    "multipart uploads still being aborted at shutdown; their parts stay until \
+                     the bucket's lifecycle rule removes them"
+                );
+                return;
+            }
+        }
     }
 }
 
-async fn retry_abort(path: Path, mut upload: Upload) {
+fn transient(error: &object_store::Error) -> bool {
+    matches!(classify(error), Class::Retryable | Class::Throttled)
+}
+
+async fn keep_aborting(path: Path, mut upload: Upload, mut delay: Duration) {
     let started = tokio::time::Instant::now();
-    let mut delay = ABORT_RETRY_FIRST_DELAY;
+    let mut failed = false;
     loop {
         tokio::time::sleep(delay).await;
         let error = match upload.abort().await {
-            Ok(()) => {
+            Ok(()) if failed || !delay.is_zero() => {
                 tracing::info!(%path, "multipart upload aborted after earlier failures");
                 return;
             }
+            Ok(()) => return,
             Err(error) => error,
         };
-        let transient = matches!(classify(&error), Class::Retryable | Class::Throttled);
-        if !transient || started.elapsed() + delay >= ABORT_RETRY_FOR {
+        delay = if delay.is_zero() {
+            ABORT_RETRY_FIRST_DELAY
+        } else {
+            (delay * 2).min(ABORT_RETRY_MAX_DELAY)
+        };
+        if !transient(&error) || started.elapsed() + delay >= ABORT_RETRY_FOR {
             tracing::error!(
                 %path,
                 %error,
@@ -496,8 +532,10 @@ async fn retry_abort(path: Path, mut upload: Upload) {
             );
             return;
         }
-        tracing::debug!(%path, %error, "aborting a multipart upload failed again");
-        delay = (delay * 2).min(ABORT_RETRY_MAX_DELAY);
+        if !failed {
+            tracing::warn!(%path, %error, "aborting a multipart upload failed; trying again in the background");
+        }
+        failed = true;
     }
 }
 
@@ -556,7 +594,12 @@ mod tests {
         let Some((endpoint, bucket, target)) = sink_target("dropped").await else {
             return;
         };
-        let mut sink = ObjectSink::new(target.store, Path::from("k"), MIN_S3_PART_SIZE);
+        let mut sink = ObjectSink::new(
+            target.store,
+            Path::from("k"),
+            MIN_S3_PART_SIZE,
+            Arc::default(),
+        );
         sink.write(chunk(MIN_S3_PART_SIZE + 1)).await.unwrap();
         assert!(sink.is_multipart());
         assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
@@ -572,7 +615,7 @@ mod tests {
         };
         // Parts under 5 MiB make the server refuse the completion (EntityTooSmall).
         let store = Arc::clone(&target.store);
-        let mut sink = ObjectSink::new(target.store, Path::from("k"), 1024 * 1024);
+        let mut sink = ObjectSink::new(target.store, Path::from("k"), 1024 * 1024, Arc::default());
         for _ in 0..3 {
             sink.write(chunk(1024 * 1024)).await.unwrap();
         }
@@ -591,7 +634,12 @@ mod tests {
         let Some((endpoint, bucket, target)) = sink_target("aborted").await else {
             return;
         };
-        let mut sink = ObjectSink::new(target.store, Path::from("k"), MIN_S3_PART_SIZE);
+        let mut sink = ObjectSink::new(
+            target.store,
+            Path::from("k"),
+            MIN_S3_PART_SIZE,
+            Arc::default(),
+        );
         sink.write(chunk(2 * MIN_S3_PART_SIZE)).await.unwrap();
         assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
         sink.abort().await.unwrap();
@@ -607,13 +655,18 @@ mod tests {
 
     impl Relay {
         /// A sink for `bucket` whose requests go through the relay.
-        fn sink(&self, bucket: &str, part_size: usize) -> (ObjectSink, Arc<dyn ObjectStore>) {
+        fn sink(
+            &self,
+            bucket: &str,
+            part_size: usize,
+            aborts: Arc<Aborts>,
+        ) -> (ObjectSink, Arc<dyn ObjectStore>) {
             let config = S3Config::new(format!("s3://{bucket}"))
                 .with_endpoint(format!("http://127.0.0.1:{}", self.port), true)
                 .with_region("us-east-1")
                 .with_credentials("k", "s");
             let store = open(&config).unwrap().store;
-            let sink = ObjectSink::new(Arc::clone(&store), Path::from("k"), part_size);
+            let sink = ObjectSink::new(Arc::clone(&store), Path::from("k"), part_size, aborts);
             (sink, store)
         }
     }
@@ -658,7 +711,7 @@ mod tests {
         let Some((endpoint, bucket, relay)) = relayed("abort-retried").await else {
             return;
         };
-        let (mut sink, _) = relay.sink(&bucket, MIN_S3_PART_SIZE);
+        let (mut sink, _) = relay.sink(&bucket, MIN_S3_PART_SIZE, Arc::default());
         sink.write(chunk(MIN_S3_PART_SIZE + 1)).await.unwrap();
         assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
 
@@ -678,12 +731,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn closing_waits_for_an_abort_still_going_on() {
+        let Some((endpoint, bucket, relay)) = relayed("close-waits").await else {
+            return;
+        };
+        let aborts = Arc::new(Aborts::default());
+        let (mut sink, _) = relay.sink(&bucket, MIN_S3_PART_SIZE, Arc::clone(&aborts));
+        sink.write(chunk(MIN_S3_PART_SIZE + 1)).await.unwrap();
+        assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
+        // Dropped (as a delivery cut off by shutdown is) while the store is unreachable:
+        // the first abort fails, and the retry a second later finds the store back.
+        relay.cut.send_replace(true);
+        drop(sink);
+        let back = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            relay.cut.send_replace(false);
+            relay
+        });
+        aborts.wait(Duration::from_secs(20)).await;
+        assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 0);
+        drop(back.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn finishing_twice_is_an_error() {
+        let Some((_, _, target)) = sink_target("finish-twice").await else {
+            return;
+        };
+        let mut sink = ObjectSink::new(
+            target.store,
+            Path::from("k"),
+            MIN_S3_PART_SIZE,
+            Arc::default(),
+        );
+        sink.write(chunk(10)).await.unwrap();
+        sink.finish().await.unwrap();
+        assert!(sink.finish().await.is_err());
+        sink.abort().await.unwrap();
+        assert!(
+            sink.finish().await.is_err(),
+            "nothing to finish after an abort"
+        );
+    }
+
+    #[tokio::test]
     async fn at_most_four_parts_are_on_their_way_at_once() {
         let Some((_, _, target)) = sink_target("part-concurrency").await else {
             return;
         };
         let store = Arc::clone(&target.store);
-        let mut sink = ObjectSink::new(target.store, Path::from("k"), MIN_S3_PART_SIZE);
+        let mut sink = ObjectSink::new(
+            target.store,
+            Path::from("k"),
+            MIN_S3_PART_SIZE,
+            Arc::default(),
+        );
         // Parts leave the set only when waited for, so its size after a write is the most
         // that write had on their way. Unbounded, one write of eight parts leaves eight.
         for size in [
@@ -714,7 +816,12 @@ mod tests {
         let Some((endpoint, bucket, target)) = sink_target("finish-timeout").await else {
             return;
         };
-        let mut sink = ObjectSink::new(target.store, Path::from("k"), MIN_S3_PART_SIZE);
+        let mut sink = ObjectSink::new(
+            target.store,
+            Path::from("k"),
+            MIN_S3_PART_SIZE,
+            Arc::default(),
+        );
         sink.write(chunk(3 * MIN_S3_PART_SIZE + 10)).await.unwrap();
         let finished = tokio::time::timeout(Duration::from_millis(5), sink.finish()).await;
         assert!(finished.is_err(), "the parts cannot all be up in 5 ms");
@@ -728,7 +835,7 @@ mod tests {
         let Some((_, bucket, relay)) = relayed("failed-start").await else {
             return;
         };
-        let (mut sink, store) = relay.sink(&bucket, MIN_S3_PART_SIZE);
+        let (mut sink, store) = relay.sink(&bucket, MIN_S3_PART_SIZE, Arc::default());
         relay.cut.send_replace(true);
         sink.write(chunk(MIN_S3_PART_SIZE + 1))
             .await

@@ -58,6 +58,8 @@ pub struct S3Destination {
     template: KeyTemplate,
     plan: Plan,
     part_size: usize,
+    /// Multipart aborts still going on, which `close` waits for.
+    aborts: Arc<client::Aborts>,
 }
 
 impl S3Destination {
@@ -101,6 +103,7 @@ impl S3Destination {
             template,
             plan,
             part_size,
+            aborts: Arc::default(),
         })
     }
 
@@ -156,7 +159,8 @@ impl S3Destination {
 
     /// Writes one object and returns whether it went up as a multipart upload.
     async fn write(&self, path: Path, events: &[&Event]) -> Result<bool, S3Error> {
-        let mut sink = ObjectSink::new(self.store(), path, self.part_size);
+        let aborts = Arc::clone(&self.aborts);
+        let mut sink = ObjectSink::new(self.store(), path, self.part_size, aborts);
         let written = match self.format {
             Format::Parquet => {
                 let encoder = format::cpu_bound(|| self.plan.encoder(events));
@@ -184,6 +188,9 @@ impl S3Destination {
         Ok(multipart)
     }
 }
+
+/// How long `close` waits for multipart aborts still going on.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl Destination for S3Destination {
@@ -230,6 +237,13 @@ impl Destination for S3Destination {
         }
         .instrument(span)
         .await
+    }
+
+    /// Waits a little for multipart aborts still going on in the background (a delivery cut
+    /// off by shutdown leaves one); those not done in time are logged.
+    async fn close(&self) -> Result<(), DeliveryError> {
+        self.aborts.wait(CLOSE_WAIT).await;
+        Ok(())
     }
 
     async fn health_check(&self) -> Result<(), DeliveryError> {

@@ -63,8 +63,9 @@
 //! - Multipart parts of a process killed mid-upload stay in the bucket, billed, until a
 //!   lifecycle rule with `AbortIncompleteMultipartUpload` removes them: configure one on
 //!   the bucket. So do the parts of an upload whose abort failed and kept failing for an
-//!   hour of background retries (the store unreachable all that time), or whose process
-//!   stopped during those retries.
+//!   hour of background retries (the store unreachable all that time), or was still
+//!   failing when the process shut down (closing the destination waits 5 s for such
+//!   aborts, and logs those left).
 //! - The whole batch is in memory already (the runtime holds it); the encoder adds about
 //!   one part (`part_size_bytes`) of buffered output on top.
 //! - With no credentials configured, the AWS chain may query the instance metadata

@@ -187,7 +187,7 @@ pub(crate) fn parse_body(
             ),
         )
     })?;
-    if text.trim().is_empty() {
+    if text.trim_matches([' ', '\t', '\r', '\n']).is_empty() {
         return Err((StatusCode::BAD_REQUEST, "request body is empty".into()));
     }
 
@@ -344,6 +344,8 @@ mod tests {
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(msg.contains("max_event_bytes"), "{msg}");
         assert!(parse_body(b"  ", 10, 10).is_err());
+        let (_, msg) = parse_body("\u{a0}".as_bytes(), 10, 10).unwrap_err();
+        assert!(msg.contains("invalid JSON"), "not JSON whitespace: {msg}");
         assert!(parse_body(b"[]", 10, 10).is_err());
         let (status, msg) = parse_body(b"{}\n{}\n{}\n", 10, 2).unwrap_err();
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);

@@ -67,7 +67,7 @@ fn bad_lines_are_reported_and_the_rest_delivered() {
     let config = lake_config(dir.path(), 25, "");
     let lines = input_lines();
     let input = format!(
-        "{}\n{{\"broken\": \n[1, 2]\n{}\n\n{}\n{{\"huge\": \"{}\"}}\n{{\"cr\":\r1}}\n\t {{\"x\": tru}}\n",
+        "{}\n{{\"broken\": \n[1, 2]\n{}\n\n{}\n{{\"huge\": \"{}\"}}\n{{\"cr\":\r1}}\n\t {{\"x\": tru}}\n\r{{\"after_cr\":1}}\n\u{a0}\n",
         lines[0],
         lines[1],
         lines[2],
@@ -108,11 +108,14 @@ fn bad_lines_are_reported_and_the_rest_delivered() {
         "{stderr}"
     );
     assert!(!stderr.contains("line 8"), "{stderr}");
+    assert!(!stderr.contains("line 10"), "{stderr}");
+    // A no-break space is not JSON whitespace: the line is not blank but invalid.
+    assert!(stderr.contains("line 11: invalid JSON"), "{stderr}");
     assert!(
-        stdout.contains("delivered 4") && stdout.contains("invalid lines 4"),
+        stdout.contains("delivered 5") && stdout.contains("invalid lines 5"),
         "{stdout}"
     );
-    assert_eq!(stored_ids(&dir.path().join("lake")).len(), 4);
+    assert_eq!(stored_ids(&dir.path().join("lake")).len(), 5);
 }
 
 #[test]

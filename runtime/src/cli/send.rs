@@ -110,12 +110,13 @@ async fn queue_lines(
             }
             Err(err) => return Err(format!("cannot read the input at line {number}: {err}")),
         };
-        if line.trim().is_empty() {
+        // Blank by JSON's rules only: other Unicode spaces make the line invalid JSON.
+        if line.trim_matches([' ', '\t', '\r']).is_empty() {
             continue;
         }
         // The line itself becomes the event's JSON text: checked, not built into a tree.
         // `from_json` drops the blanks before the object and counts columns after them.
-        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let indent = line.len() - line.trim_start_matches([' ', '\t', '\r']).len();
         let object = line[indent..].starts_with('{');
         let (parsed, offset) = if object && !line.contains('\r') {
             let event = Event::from_json(EventId::new(), Utc::now(), Bytes::from(line));
