@@ -585,6 +585,11 @@ mod tests {
         }
     }
 
+    /// A sink writing key `k` of `store`, with aborts of its own.
+    fn sink_on(store: Arc<dyn ObjectStore>, part_size: usize) -> ObjectSink {
+        ObjectSink::new(store, Path::from("k"), part_size, Arc::default())
+    }
+
     fn chunk(bytes: usize) -> Bytes {
         Bytes::from(vec![b'x'; bytes])
     }
@@ -594,12 +599,7 @@ mod tests {
         let Some((endpoint, bucket, target)) = sink_target("dropped").await else {
             return;
         };
-        let mut sink = ObjectSink::new(
-            target.store,
-            Path::from("k"),
-            MIN_S3_PART_SIZE,
-            Arc::default(),
-        );
+        let mut sink = sink_on(target.store, MIN_S3_PART_SIZE);
         sink.write(chunk(MIN_S3_PART_SIZE + 1)).await.unwrap();
         assert!(sink.is_multipart());
         assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
@@ -615,7 +615,7 @@ mod tests {
         };
         // Parts under 5 MiB make the server refuse the completion (EntityTooSmall).
         let store = Arc::clone(&target.store);
-        let mut sink = ObjectSink::new(target.store, Path::from("k"), 1024 * 1024, Arc::default());
+        let mut sink = sink_on(target.store, 1024 * 1024);
         for _ in 0..3 {
             sink.write(chunk(1024 * 1024)).await.unwrap();
         }
@@ -634,12 +634,7 @@ mod tests {
         let Some((endpoint, bucket, target)) = sink_target("aborted").await else {
             return;
         };
-        let mut sink = ObjectSink::new(
-            target.store,
-            Path::from("k"),
-            MIN_S3_PART_SIZE,
-            Arc::default(),
-        );
+        let mut sink = sink_on(target.store, MIN_S3_PART_SIZE);
         sink.write(chunk(2 * MIN_S3_PART_SIZE)).await.unwrap();
         assert_eq!(moto::open_uploads(&endpoint, &bucket).await, 1);
         sink.abort().await.unwrap();
@@ -758,12 +753,7 @@ mod tests {
         let Some((_, _, target)) = sink_target("finish-twice").await else {
             return;
         };
-        let mut sink = ObjectSink::new(
-            target.store,
-            Path::from("k"),
-            MIN_S3_PART_SIZE,
-            Arc::default(),
-        );
+        let mut sink = sink_on(target.store, MIN_S3_PART_SIZE);
         sink.write(chunk(10)).await.unwrap();
         sink.finish().await.unwrap();
         assert!(sink.finish().await.is_err());
@@ -780,12 +770,7 @@ mod tests {
             return;
         };
         let store = Arc::clone(&target.store);
-        let mut sink = ObjectSink::new(
-            target.store,
-            Path::from("k"),
-            MIN_S3_PART_SIZE,
-            Arc::default(),
-        );
+        let mut sink = sink_on(target.store, MIN_S3_PART_SIZE);
         // Parts leave the set only when waited for, so its size after a write is the most
         // that write had on their way. Unbounded, one write of eight parts leaves eight.
         for size in [
@@ -816,12 +801,7 @@ mod tests {
         let Some((endpoint, bucket, target)) = sink_target("finish-timeout").await else {
             return;
         };
-        let mut sink = ObjectSink::new(
-            target.store,
-            Path::from("k"),
-            MIN_S3_PART_SIZE,
-            Arc::default(),
-        );
+        let mut sink = sink_on(target.store, MIN_S3_PART_SIZE);
         sink.write(chunk(3 * MIN_S3_PART_SIZE + 10)).await.unwrap();
         let finished = tokio::time::timeout(Duration::from_millis(5), sink.finish()).await;
         assert!(finished.is_err(), "the parts cannot all be up in 5 ms");
