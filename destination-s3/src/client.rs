@@ -506,13 +506,14 @@ fn transient(error: &object_store::Error) -> bool {
     matches!(classify(error), Class::Retryable | Class::Throttled)
 }
 
+/// A first `delay` above zero means an abort already failed (and was logged).
 async fn keep_aborting(path: Path, mut upload: Upload, mut delay: Duration) {
     let started = tokio::time::Instant::now();
-    let mut failed = false;
+    let mut failed = !delay.is_zero();
     loop {
         tokio::time::sleep(delay).await;
         let error = match upload.abort().await {
-            Ok(()) if failed || !delay.is_zero() => {
+            Ok(()) if failed => {
                 tracing::info!(%path, "multipart upload aborted after earlier failures");
                 return;
             }
