@@ -337,29 +337,15 @@ async fn run_throughput(port: u16, seen: &Seen, payloads: &[Value], path: Path) 
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = runtime_for(port, path.batched, path.durable.then_some(dir.path())).await;
     let sender = runtime.sender();
-    let (requests, events, bytes) = (
-        seen.requests(),
-        seen.events(),
-        seen.bytes.load(Ordering::Relaxed),
-    );
     // The payloads are copied before the clock starts: the caller's cost is not measured.
-    let shares: Vec<Vec<Input>> = (0..path.senders)
-        .map(|s| {
-            (s..EVENTS)
-                .step_by(path.senders)
-                .map(|i| {
-                    let payload = &payloads[i % payloads.len()];
-                    if path.json {
-                        Input::Json(Bytes::from(payload.to_string()))
-                    } else {
-                        Input::Value(payload.clone())
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    let (cpu, machine) = (cpu_secs(), machine_busy_secs());
-    let start = Instant::now();
+    let shares = shares(path.senders, payloads, |payload| {
+        if path.json {
+            Input::Json(Bytes::from(payload.to_string()))
+        } else {
+            Input::Value(payload.clone())
+        }
+    });
+    let mark = Mark::now(seen);
     let tasks: Vec<_> = shares
         .into_iter()
         .map(|share| {
@@ -382,23 +368,21 @@ async fn run_throughput(port: u16, seen: &Seen, payloads: &[Value], path: Path) 
     for task in tasks {
         task.await.expect("sender");
     }
-    let sends_done = start.elapsed().as_secs_f64();
+    let sends_done = mark.start.elapsed().as_secs_f64();
     runtime.drain();
-    wait_for(seen, events + EVENTS as u64, &runtime, EVENTS, start).await;
-    let secs = start.elapsed().as_secs_f64();
-    let (cpu, machine) = (cpu_secs() - cpu, machine_busy_secs() - machine);
+    wait_for(
+        seen,
+        mark.events + EVENTS as u64,
+        &runtime,
+        EVENTS,
+        mark.start,
+    )
+    .await;
+    let mut run = mark.run(seen);
+    run.sends_done = Some(sends_done);
     runtime.shutdown().await.expect("shutdown");
     let arrivals = seen.take_arrivals();
     let keys: std::collections::HashSet<&str> = arrivals.iter().map(|(k, _)| k.as_str()).collect();
-    let run = Run {
-        requests: seen.requests() - requests,
-        events: seen.events() - events,
-        bytes: seen.bytes.load(Ordering::Relaxed) - bytes,
-        secs,
-        cores: (cpu / secs, machine / secs),
-        wrk_latency: None,
-        sends_done: Some(sends_done),
-    };
     assert_eq!(run.events, EVENTS as u64, "the server saw every event once");
     assert_eq!(
         keys.len() as u64,
@@ -413,21 +397,8 @@ async fn run_throughput(port: u16, seen: &Seen, payloads: &[Value], path: Path) 
 async fn run_reqwest(port: u16, seen: &Seen, payloads: &[Value]) -> Run {
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/hook");
-    let shares: Vec<Vec<Bytes>> = (0..CONNECTIONS)
-        .map(|s| {
-            (s..EVENTS)
-                .step_by(CONNECTIONS)
-                .map(|i| Bytes::from(payloads[i % payloads.len()].to_string()))
-                .collect()
-        })
-        .collect();
-    let (requests, events, bytes) = (
-        seen.requests(),
-        seen.events(),
-        seen.bytes.load(Ordering::Relaxed),
-    );
-    let (cpu, machine) = (cpu_secs(), machine_busy_secs());
-    let start = Instant::now();
+    let shares = shares(CONNECTIONS, payloads, |p| Bytes::from(p.to_string()));
+    let mark = Mark::now(seen);
     let tasks: Vec<_> = shares
         .into_iter()
         .map(|share| {
@@ -451,21 +422,64 @@ async fn run_reqwest(port: u16, seen: &Seen, payloads: &[Value]) -> Run {
     for task in tasks {
         task.await.expect("poster");
     }
-    let secs = start.elapsed().as_secs_f64();
-    let (cpu, machine) = (cpu_secs() - cpu, machine_busy_secs() - machine);
+    let run = mark.run(seen);
     seen.take_arrivals();
-    Run {
-        requests: seen.requests() - requests,
-        events: seen.events() - events,
-        bytes: seen.bytes.load(Ordering::Relaxed) - bytes,
-        secs,
-        cores: (cpu / secs, machine / secs),
-        wrk_latency: None,
-        sends_done: None,
+    run
+}
+
+/// `EVENTS` events split among `tasks` (event `i` goes to task `i % tasks`), each made
+/// from its real payload by `make`.
+fn shares<T>(tasks: usize, payloads: &[Value], make: impl Fn(&Value) -> T) -> Vec<Vec<T>> {
+    (0..tasks)
+        .map(|t| {
+            (t..EVENTS)
+                .step_by(tasks)
+                .map(|i| make(&payloads[i % payloads.len()]))
+                .collect()
+        })
+        .collect()
+}
+
+/// The server's counters and the CPU clocks when a run starts.
+struct Mark {
+    requests: u64,
+    events: u64,
+    bytes: u64,
+    cpu: f64,
+    machine: f64,
+    start: Instant,
+}
+
+impl Mark {
+    fn now(seen: &Seen) -> Self {
+        Self {
+            requests: seen.requests(),
+            events: seen.events(),
+            bytes: seen.bytes.load(Ordering::Relaxed),
+            cpu: cpu_secs(),
+            machine: machine_busy_secs(),
+            start: Instant::now(),
+        }
+    }
+
+    /// What the server saw and the cores spent since the mark, until now.
+    fn run(&self, seen: &Seen) -> Run {
+        let secs = self.start.elapsed().as_secs_f64();
+        let (cpu, machine) = (cpu_secs() - self.cpu, machine_busy_secs() - self.machine);
+        Run {
+            requests: seen.requests() - self.requests,
+            events: seen.events() - self.events,
+            bytes: seen.bytes.load(Ordering::Relaxed) - self.bytes,
+            secs,
+            cores: (cpu / secs, machine / secs),
+            wrk_latency: None,
+            sends_done: None,
+        }
     }
 }
 
-/// Runs one runtime path (`durable`, `memory` or `many`) four times and prints its rates,
+/// Runs one path (`durable`, `memory`, `json`, `many` or `reqwest`) four times and prints
+/// its rates,
 /// for a profiler to watch: `HTTP_BENCH_PROFILE=durable perf record … --bench`.
 fn profile(
     runtime: &tokio::runtime::Runtime,
@@ -489,11 +503,10 @@ fn profile(
             Some(chosen) => runtime.block_on(run_throughput(port, seen, payloads, chosen)),
             None => runtime.block_on(run_reqwest(port, seen, payloads)),
         };
-        println!(
-            "{path}: {:.0} events/s, last send returned at {:.2} s",
-            run.events_per_sec(),
-            run.sends_done.unwrap_or_default()
-        );
+        let sends = run.sends_done.map_or(String::new(), |s| {
+            format!(", last send returned at {s:.2} s")
+        });
+        println!("{path}: {:.0} events/s{sends}", run.events_per_sec());
     }
 }
 
