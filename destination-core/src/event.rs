@@ -127,25 +127,26 @@ impl Event {
     ///
     /// The text is checked here to be exactly what [`payload`](Self::payload) can parse:
     /// one JSON value, valid UTF-8, numbers within `f64`, nested at most
-    /// [`MAX_PAYLOAD_DEPTH`] levels. Whitespace around it is dropped.
+    /// [`MAX_PAYLOAD_DEPTH`] levels. Whitespace around it is dropped; error positions
+    /// count from the start of `json`.
     ///
     /// # Errors
     ///
     /// When the text fails that check, or holds a line break (the text must fit on one
-    /// NDJSON line).
+    /// NDJSON line; [`from_sent_json`](Self::from_sent_json) compacts such text instead).
     pub fn from_json(
         id: EventId,
         sent_at: DateTime<Utc>,
         json: Bytes,
     ) -> Result<Self, serde_json::Error> {
+        // Parses as a `Value` would, building nothing; the value itself is made on demand.
+        serde_json::from_slice::<Checked>(&json)?;
         let json = trim_whitespace(json);
         if memchr::memchr2(b'\n', b'\r', &json).is_some() {
             return Err(serde::de::Error::custom(
                 "payload JSON must be compact (no line breaks)",
             ));
         }
-        // Parses as a `Value` would, building nothing; the value itself is made on demand.
-        serde_json::from_slice::<Checked>(&json)?;
         Ok(Self {
             id,
             sent_at,
@@ -153,6 +154,20 @@ impl Event {
             value: OnceLock::new(),
             json: OnceLock::from(json),
         })
+    }
+
+    /// A new event (a fresh id, sent now) from JSON text as a client sent it: kept as given
+    /// when it fits on one line, else parsed and stored compactly, since stored events are
+    /// kept one to a line. Error positions count from the start of `json`.
+    ///
+    /// # Errors
+    ///
+    /// When the text is not one JSON value that [`from_json`](Self::from_json) accepts.
+    pub fn from_sent_json(json: Bytes) -> Result<Self, serde_json::Error> {
+        if memchr::memchr2(b'\n', b'\r', &trim_whitespace(json.clone())).is_some() {
+            return serde_json::from_slice(&json).map(Self::new);
+        }
+        Self::from_json(EventId::new(), Utc::now(), json)
     }
 
     /// Checks that the payload can be stored as text and read back: a payload built in code
@@ -551,5 +566,15 @@ mod tests {
         made.payload_json();
         assert_eq!(spaced, made, "asking for the text changes nothing");
         assert!(Event::from_json(id, at, Bytes::from("[1,\r2]")).is_err());
+        let sent = Event::from_sent_json(Bytes::from("\t[1,\r2]\n")).unwrap();
+        assert_eq!(&sent.payload_json()[..], b"[1,2]");
+        let sent = Event::from_sent_json(Bytes::from(" {\"a\": 1} ")).unwrap();
+        assert_eq!(&sent.payload_json()[..], br#"{"a": 1}"#);
+        let err = Event::from_sent_json(Bytes::from("  {\"a\": tru}")).unwrap_err();
+        assert_eq!(
+            (err.line(), err.column()),
+            (1, 13),
+            "counted from the text's start"
+        );
     }
 }

@@ -16,8 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use chrono::Utc;
-use destination_core::{Event, EventId, Secret};
+use destination_core::{Event, Secret};
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -225,15 +224,9 @@ pub(crate) fn parse_body(
                 format!("event {} is not a JSON object", index + 1),
             ));
         }
-        let event = if raw.contains(['\n', '\r']) {
-            serde_json::from_str(raw).map(Event::new)
-        } else {
-            // A copy, not a slice of the body: a slice would keep the whole request in
-            // memory for as long as any one of its events is queued or cached.
-            let text = Bytes::copy_from_slice(raw.as_bytes());
-            Event::from_json(EventId::new(), Utc::now(), text)
-        }
-        .map_err(|e| {
+        // A copy, not a slice of the body: a slice would keep the whole request in memory
+        // for as long as any one of its events is queued or cached.
+        let event = Event::from_sent_json(Bytes::copy_from_slice(raw.as_bytes())).map_err(|e| {
             (
                 StatusCode::BAD_REQUEST,
                 format!(

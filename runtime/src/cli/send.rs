@@ -6,13 +6,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::Utc;
-use destination_core::{Event, EventId};
+use destination_core::Event;
 use destinations::{Outcome, Receipt, Runtime, Sender};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::de::IgnoredAny;
-use serde_json::Value;
 
 use super::{Failure, chain, load, start};
 
@@ -115,19 +113,10 @@ async fn queue_lines(
             continue;
         }
         // The line itself becomes the event's JSON text: checked, not built into a tree.
-        // `from_json` drops the blanks before the object and counts columns after them.
-        let indent = line.len() - line.trim_start_matches([' ', '\t', '\r']).len();
-        let object = line[indent..].starts_with('{');
-        let (parsed, offset) = if object && !line.contains('\r') {
-            let event = Event::from_json(EventId::new(), Utc::now(), Bytes::from(line));
-            (event.map(Some), indent)
-        } else if object {
-            // A carriage return is JSON whitespace, but the queue keeps one event a line:
-            // such a line is parsed and stored compactly.
-            let value = serde_json::from_str::<Value>(&line);
-            (value.map(|v| Some(Event::new(v))), 0)
+        let parsed = if line.trim_start_matches([' ', '\t', '\r']).starts_with('{') {
+            Event::from_sent_json(Bytes::from(line)).map(Some)
         } else {
-            (serde_json::from_str::<IgnoredAny>(&line).map(|_| None), 0)
+            serde_json::from_str::<IgnoredAny>(&line).map(|_| None)
         };
         let event = match parsed {
             Ok(Some(event)) => event,
@@ -139,7 +128,7 @@ async fn queue_lines(
             Err(err) => {
                 eprintln!(
                     "line {number}: invalid JSON at column {}: {}; skipped",
-                    err.column() + offset,
+                    err.column(),
                     json_reason(&err)
                 );
                 bad_lines += 1;
