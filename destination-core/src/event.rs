@@ -573,7 +573,7 @@ mod tests {
         let err = Event::from_sent_json(Bytes::from("  {\"a\": tru}")).unwrap_err();
         assert_eq!(
             (err.line(), err.column()),
-            (1, 13),
+            (1, 12),
             "counted from the text's start"
         );
     }
