@@ -163,9 +163,8 @@ impl S3Destination {
         let mut sink = ObjectSink::new(self.store(), path, self.part_size, aborts);
         let written = match self.format {
             Format::Parquet => {
-                let encoder = format::cpu_bound(|| self.plan.encoder(events));
                 let (compression, part_size) = (self.compression, self.part_size);
-                format::write_parquet(events, &encoder, compression, part_size, &mut sink).await
+                format::write_parquet(events, &self.plan, compression, part_size, &mut sink).await
             }
             Format::Ndjson => format::write_ndjson(events, self.compression, &mut sink).await,
         };

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::infer::{
     EVENT_ID_COLUMN, SENT_AT_COLUMN, Shape, StructShape, VALUE_COLUMN, column_name, sent_at_type,
 };
+use crate::tape::{Node, Tape};
 
 /// Where a column's values come from in an event's payload.
 #[derive(Clone, Debug)]
@@ -31,35 +32,41 @@ enum Source {
 pub(crate) struct Encoder {
     schema: SchemaRef,
     columns: Vec<(Source, Shape)>,
+    /// The payload keys of the columns, for looking up an event's keys (the shapes are
+    /// unused), and the column of each.
+    keys: StructShape,
+    key_columns: Vec<usize>,
+    /// The column of payloads that are not objects.
+    whole: Option<usize>,
 }
 
 impl Encoder {
-    /// An encoder whose schema is inferred from every event of `events`.
-    pub(crate) fn infer<E: Borrow<Event>>(events: &[E]) -> Self {
-        let mut root = StructShape::default();
-        let mut sources: Vec<Source> = Vec::new();
-        for event in events.iter().map(Borrow::borrow) {
-            match event.payload() {
-                Value::Object(object) => {
-                    for (key, value) in object {
-                        let known = root.names.len();
-                        root.entry(&column_name(key)).observe(value);
-                        if root.names.len() > known {
-                            sources.push(Source::Key(key.clone()));
-                        }
-                    }
-                }
-                other => {
-                    let known = root.names.len();
-                    root.entry(VALUE_COLUMN).observe(other);
-                    if root.names.len() > known {
-                        sources.push(Source::Whole);
-                    }
+    /// An encoder whose schema is inferred from every payload of `tapes`.
+    pub(crate) fn infer(tapes: &[Tape<'_>]) -> Self {
+        // Keyed by payload key (column names are an injective function of it).
+        let mut keys = StructShape::default();
+        let mut whole: Option<(usize, Shape)> = None;
+        for tape in tapes {
+            for &root in tape.roots() {
+                if let Node::Object { .. } = tape.node(root) {
+                    keys.observe(tape, root);
+                } else {
+                    let (_, shape) = whole.get_or_insert((keys.names.len(), Shape::Null));
+                    shape.observe(tape, root);
                 }
             }
         }
-        let shapes = root.shapes.into_iter().map(Shape::finish);
-        Self::from_parts(root.names.into_iter().zip(sources).zip(shapes))
+        let mut parts: Vec<((String, Source), Shape)> = keys
+            .names
+            .into_iter()
+            .zip(keys.shapes)
+            .map(|(key, shape)| ((column_name(&key), Source::Key(key)), shape.finish()))
+            .collect();
+        if let Some((at, shape)) = whole {
+            let part = ((VALUE_COLUMN.to_owned(), Source::Whole), shape.finish());
+            parts.insert(at, part);
+        }
+        Self::from_parts(parts.into_iter())
     }
 
     /// An encoder for a schema given by the user, column names already final.
@@ -85,13 +92,24 @@ impl Encoder {
             Field::new(SENT_AT_COLUMN, sent_at_type(), false),
         ];
         let mut columns = Vec::new();
+        let (mut keys, mut key_columns, mut whole) = (StructShape::default(), Vec::new(), None);
         for ((name, source), shape) in parts {
             fields.push(shape.field(&name));
+            match &source {
+                Source::Key(key) => {
+                    keys.push(key, Shape::Null);
+                    key_columns.push(columns.len());
+                }
+                Source::Whole => whole = Some(columns.len()),
+            }
             columns.push((source, shape));
         }
         Self {
             schema: Arc::new(Schema::new(fields)),
             columns,
+            keys,
+            key_columns,
+            whole,
         }
     }
 
@@ -100,7 +118,7 @@ impl Encoder {
         Arc::clone(&self.schema)
     }
 
-    /// The record batch of `events`.
+    /// The record batch of `events`, whose payloads are the roots of `tape`.
     ///
     /// Values that do not fit their column's type are stored as null; with an inferred
     /// schema that never happens.
@@ -109,7 +127,11 @@ impl Encoder {
     ///
     /// An [`ArrowError`] when the arrays do not make a valid record batch, or when a list
     /// holds more than `i32::MAX` items.
-    pub(crate) fn encode<E: Borrow<Event>>(&self, events: &[E]) -> Result<RecordBatch, ArrowError> {
+    pub(crate) fn encode<E: Borrow<Event>>(
+        &self,
+        events: &[E],
+        tape: &Tape<'_>,
+    ) -> Result<RecordBatch, ArrowError> {
         let mut ids = StringBuilder::with_capacity(events.len(), events.len() * 36);
         let mut sent = TimestampMicrosecondBuilder::with_capacity(events.len());
         for event in events.iter().map(Borrow::borrow) {
@@ -120,16 +142,24 @@ impl Encoder {
             Arc::new(ids.finish()),
             Arc::new(sent.finish().with_timezone("UTC")),
         ];
-        for (source, shape) in &self.columns {
-            let values: Vec<Option<&Value>> = events
-                .iter()
-                .map(|e| match (source, e.borrow().payload()) {
-                    (Source::Key(key), Value::Object(object)) => object.get(key),
-                    (Source::Whole, Value::Object(_)) | (Source::Key(_), _) => None,
-                    (Source::Whole, other) => Some(other),
-                })
-                .collect();
-            arrays.push(build(shape, &values)?);
+        let mut values = vec![vec![None; tape.roots().len()]; self.columns.len()];
+        for (row, &root) in tape.roots().iter().enumerate() {
+            match (tape.node(root), self.whole) {
+                (Node::Object { .. }, _) => {
+                    let mut guess = 0;
+                    for (key, value) in tape.entries(root) {
+                        if let Some(i) = self.keys.find(key, guess) {
+                            values[self.key_columns[i]][row] = Some(value);
+                            guess = i + 1;
+                        }
+                    }
+                }
+                (_, Some(i)) => values[i][row] = Some(root),
+                (_, None) => {}
+            }
+        }
+        for ((_, shape), values) in self.columns.iter().zip(&values) {
+            arrays.push(build(shape, tape, values)?);
         }
         RecordBatch::try_new(self.schema(), arrays)
     }
@@ -156,54 +186,75 @@ fn offset(len: usize) -> Result<i32, ArrowError> {
         .map_err(|_| ArrowError::ComputeError("list holds more than i32::MAX items".into()))
 }
 
-/// Builds the array of one column (or nested field) from its values.
-fn build(shape: &Shape, values: &[Option<&Value>]) -> Result<ArrayRef, ArrowError> {
+/// Builds the array of one column (or nested field) from its values: positions in `tape`,
+/// or `None` where the value is absent.
+fn build(shape: &Shape, tape: &Tape<'_>, values: &[Option<usize>]) -> Result<ArrayRef, ArrowError> {
+    let nodes = || values.iter().map(|v| v.map(|at| tape.node(at)));
     let array: ArrayRef = match shape {
         Shape::Bool => Arc::new(
-            values
-                .iter()
-                .map(|v| v.and_then(Value::as_bool))
+            nodes()
+                .map(|n| match n {
+                    Some(Node::Bool(b)) => Some(b),
+                    _ => None,
+                })
                 .collect::<BooleanArray>(),
         ),
         Shape::Int => Arc::new(
-            values
-                .iter()
-                .map(|v| v.and_then(Value::as_i64))
+            nodes()
+                .map(|n| match n {
+                    Some(Node::Int(i)) => Some(i),
+                    _ => None,
+                })
                 .collect::<Int64Array>(),
         ),
         Shape::Float => Arc::new(
-            values
-                .iter()
-                .map(|v| v.and_then(Value::as_f64))
+            nodes()
+                .map(|n| match n {
+                    Some(Node::Int(i)) => Some(i as f64),
+                    Some(Node::Big(u)) => Some(u as f64),
+                    Some(Node::Float(f)) => Some(f),
+                    _ => None,
+                })
                 .collect::<Float64Array>(),
         ),
         Shape::Str => Arc::new(
             values
                 .iter()
-                .map(|v| v.and_then(Value::as_str))
+                .map(|v| v.and_then(|at| tape.str(at)))
                 .collect::<StringArray>(),
         ),
-        Shape::Json | Shape::Null => Arc::new(
-            values
-                .iter()
-                .map(|v| v.filter(|v| !v.is_null()).map(Value::to_string))
-                .collect::<StringArray>(),
-        ),
+        Shape::Json | Shape::Null => {
+            let mut out = StringBuilder::with_capacity(values.len(), 0);
+            let mut text = Vec::new();
+            for v in values {
+                match v.filter(|at| tape.node(*at) != Node::Null) {
+                    Some(at) => {
+                        text.clear();
+                        tape.write_json(at, &mut text);
+                        // The tape writes JSON from valid strings: always UTF-8.
+                        out.append_value(String::from_utf8_lossy(&text));
+                    }
+                    None => out.append_null(),
+                }
+            }
+            Arc::new(out.finish())
+        }
         Shape::List(item) => {
             let mut offsets = Vec::with_capacity(values.len() + 1);
             offsets.push(0);
             let mut items = Vec::new();
             let mut valid = Vec::with_capacity(values.len());
             for v in values {
-                if let Some(Value::Array(list)) = v {
-                    items.extend(list.iter().map(Some));
-                    valid.push(true);
-                } else {
-                    valid.push(false);
+                match v.filter(|at| matches!(tape.node(*at), Node::Array { .. })) {
+                    Some(at) => {
+                        items.extend(tape.items(at).map(Some));
+                        valid.push(true);
+                    }
+                    None => valid.push(false),
                 }
                 offsets.push(offset(items.len())?);
             }
-            let child = build(item, &items)?;
+            let child = build(item, tape, &items)?;
             Arc::new(ListArray::try_new(
                 Arc::new(item.field("item")),
                 OffsetBuffer::new(ScalarBuffer::from(offsets)),
@@ -212,19 +263,29 @@ fn build(shape: &Shape, values: &[Option<&Value>]) -> Result<ArrayRef, ArrowErro
             )?)
         }
         Shape::Struct(fields) => {
-            let objects: Vec<Option<&serde_json::Map<String, Value>>> = values
-                .iter()
-                .map(|v| v.and_then(Value::as_object))
-                .collect();
-            let mut children = Vec::with_capacity(fields.names.len());
-            for (name, child) in fields.names.iter().zip(&fields.shapes) {
-                let child_values: Vec<Option<&Value>> = objects
-                    .iter()
-                    .map(|o| o.and_then(|o| o.get(name)))
-                    .collect();
-                children.push(build(child, &child_values)?);
+            let mut children = vec![vec![None; values.len()]; fields.names.len()];
+            let mut valid = Vec::with_capacity(values.len());
+            for (row, v) in values.iter().enumerate() {
+                match v.filter(|at| matches!(tape.node(*at), Node::Object { .. })) {
+                    Some(at) => {
+                        let mut guess = 0;
+                        for (key, value) in tape.entries(at) {
+                            if let Some(i) = fields.find(key, guess) {
+                                children[i][row] = Some(value);
+                                guess = i + 1;
+                            }
+                        }
+                        valid.push(true);
+                    }
+                    None => valid.push(false),
+                }
             }
-            let valid = objects.iter().map(Option::is_some).collect();
+            let children = fields
+                .shapes
+                .iter()
+                .zip(&children)
+                .map(|(shape, values)| build(shape, tape, values))
+                .collect::<Result<Vec<_>, _>>()?;
             Arc::new(StructArray::try_new(
                 fields.fields(),
                 children,
@@ -272,7 +333,8 @@ mod tests {
             Event::new(json!({"a": {"x": [1, 2]}, "b": 2.5})),
             Event::new(json!("not an object")),
         ];
-        let encoder = Encoder::infer(&events);
+        let tape = Tape::of_events(&events);
+        let encoder = Encoder::infer(std::slice::from_ref(&tape));
         let schema = encoder.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(
@@ -286,7 +348,7 @@ mod tests {
                 "_value"
             ]
         );
-        let batch = encoder.encode(&events).unwrap();
+        let batch = encoder.encode(&events, &tape).unwrap();
         assert_eq!(batch.num_rows(), 3);
         let b = batch
             .column(3)
@@ -307,6 +369,59 @@ mod tests {
             .unwrap();
         assert!(value.is_null(0));
         assert_eq!(value.value(2), "not an object");
+    }
+
+    fn sent(texts: &[&str]) -> Vec<Event> {
+        texts
+            .iter()
+            .map(|t| Event::from_sent_json(bytes::Bytes::copy_from_slice(t.as_bytes())).expect(t))
+            .collect()
+    }
+
+    fn column<'b, T: 'static>(batch: &'b RecordBatch, name: &str) -> &'b T {
+        batch
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .as_any()
+            .downcast_ref::<T>()
+            .unwrap_or_else(|| panic!("column {name} is of another type"))
+    }
+
+    #[test]
+    fn keys_keep_text_order_and_the_last_of_a_repeated_key_wins() {
+        let events = sent(&[
+            r#"{"z": 1, "": "empty", "s": {"q": 1, "p": "a"}, "z": 2}"#,
+            r#"{"s": {"p": "b", "new": true, "q": 3}, "k\u00e9y": "escaped"}"#,
+            r#""not an object""#,
+        ]);
+        // Two tapes, as a batch of more than one chunk has.
+        let tapes = [Tape::of_events(&events[..1]), Tape::of_events(&events[1..])];
+        let encoder = Encoder::infer(&tapes);
+        let schema = encoder.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            ["_event_id", "_sent_at", "z", "", "s", "k\u{e9}y", "_value"]
+        );
+        let first = encoder.encode(&events[..1], &tapes[0]).unwrap();
+        let rest = encoder.encode(&events[1..], &tapes[1]).unwrap();
+        assert_eq!(column::<Int64Array>(&first, "z").value(0), 2);
+        assert_eq!(column::<StringArray>(&first, "").value(0), "empty");
+        assert!(column::<StringArray>(&rest, "").is_null(1));
+        assert_eq!(column::<StringArray>(&rest, "k\u{e9}y").value(0), "escaped");
+        assert_eq!(
+            column::<StringArray>(&rest, "_value").value(1),
+            "not an object"
+        );
+        let s = column::<StructArray>(&rest, "s");
+        let names: Vec<&str> = s.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["q", "p", "new"]);
+        let q = s.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let p = s.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!((q.value(0), p.value(0)), (3, "b"));
+        assert!(s.is_null(1));
+        let q = column::<StructArray>(&first, "s").column(0);
+        assert_eq!(q.as_any().downcast_ref::<Int64Array>().unwrap().value(0), 1);
     }
 
     #[test]

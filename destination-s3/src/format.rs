@@ -11,8 +11,10 @@ use parquet::file::properties::WriterProperties;
 
 use crate::client::ObjectSink;
 use crate::config::Compression;
-use crate::encode::{Encoder, ndjson_line};
+use crate::encode::ndjson_line;
 use crate::error::S3Error;
+use crate::schema::Plan;
+use crate::tape::Tape;
 
 /// Events encoded per record batch (and per compressed NDJSON chunk).
 const ROWS_PER_CHUNK: usize = 1024;
@@ -57,7 +59,7 @@ pub(crate) fn cpu_bound<T>(f: impl FnOnce() -> T) -> T {
 /// its buffered size reaches `part_size`, which bounds the writer's memory.
 pub(crate) async fn write_parquet<E: Borrow<Event> + Sync>(
     events: &[E],
-    encoder: &Encoder,
+    plan: &Plan,
     compression: Compression,
     part_size: usize,
     sink: &mut ObjectSink,
@@ -72,11 +74,19 @@ pub(crate) async fn write_parquet<E: Borrow<Event> + Sync>(
         .set_max_row_group_bytes(Some(part_size.max(1)))
         .set_created_by(concat!("destination-s3 ", env!("CARGO_PKG_VERSION")).into())
         .build();
+    // The whole object has one schema, inferred from all its events before the first is
+    // encoded; each chunk's tape is dropped once the chunk is encoded.
+    let (tapes, encoder) = cpu_bound(|| {
+        let tapes: Vec<Tape<'_>> = events.chunks(ROWS_PER_CHUNK).map(Tape::of_events).collect();
+        let encoder = plan.encoder(&tapes);
+        (tapes, encoder)
+    });
     let mut writer =
         ArrowWriter::try_new(Vec::new(), encoder.schema(), Some(props)).map_err(parquet_error)?;
-    for chunk in events.chunks(ROWS_PER_CHUNK) {
+    for (chunk, tape) in events.chunks(ROWS_PER_CHUNK).zip(tapes) {
         let ready = cpu_bound(|| {
-            let batch = encoder.encode(chunk)?;
+            let batch = encoder.encode(chunk, &tape)?;
+            drop(tape);
             writer.write(&batch)?;
             if writer.in_progress_size() >= part_size {
                 writer.flush()?;

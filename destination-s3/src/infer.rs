@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, TimeUnit};
-use serde_json::Value;
+
+use crate::tape::{Node, Tape};
 
 /// Field metadata key marking a Utf8 column that holds JSON text rather than plain strings.
 pub const ENCODING_KEY: &str = "destinations.encoding";
@@ -74,16 +75,32 @@ pub(crate) struct StructShape {
 impl StructShape {
     /// The shape of `name`, added as [`Shape::Null`] when first seen.
     pub(crate) fn entry(&mut self, name: &str) -> &mut Shape {
-        let i = match self.index.get(name) {
-            Some(i) => *i,
-            None => {
-                self.index.insert(name.to_owned(), self.names.len());
-                self.names.push(name.to_owned());
-                self.shapes.push(Shape::Null);
-                self.names.len() - 1
-            }
-        };
+        let i = self.position(name, self.names.len());
         &mut self.shapes[i]
+    }
+
+    /// The position of `name`, added when first seen.
+    ///
+    /// `guess` is where the name is likely to be: objects of one kind tend to list their
+    /// keys in the same order, so the position after the previous key's is usually right,
+    /// and checking it is cheaper than hashing the name.
+    pub(crate) fn position(&mut self, name: &str, guess: usize) -> usize {
+        if let Some(i) = self.find(name, guess) {
+            return i;
+        }
+        self.index.insert(name.to_owned(), self.names.len());
+        self.names.push(name.to_owned());
+        self.shapes.push(Shape::Null);
+        self.names.len() - 1
+    }
+
+    /// The position of `name`, if the struct has that key; `guess` as for
+    /// [`position`](Self::position).
+    pub(crate) fn find(&self, name: &str, guess: usize) -> Option<usize> {
+        if self.names.get(guess).is_some_and(|n| n == name) {
+            return Some(guess);
+        }
+        self.index.get(name).copied()
     }
 
     /// The shape of `name`, if the struct has that key.
@@ -96,9 +113,13 @@ impl StructShape {
         *self.entry(name) = shape;
     }
 
-    fn observe(&mut self, object: &serde_json::Map<String, Value>) {
-        for (key, value) in object {
-            self.entry(key).observe(value);
+    /// Widens the shapes of the keys of the object at `at`, adding new keys.
+    pub(crate) fn observe(&mut self, tape: &Tape<'_>, at: usize) {
+        let mut guess = 0;
+        for (key, value) in tape.entries(at) {
+            let i = self.position(key, guess);
+            self.shapes[i].observe(tape, value);
+            guess = i + 1;
         }
     }
 
@@ -113,45 +134,46 @@ impl StructShape {
 }
 
 impl Shape {
-    fn of(value: &Value) -> Self {
-        match value {
-            Value::Null => Self::Null,
-            Value::Bool(_) => Self::Bool,
-            Value::Number(n) if n.is_i64() => Self::Int,
-            Value::Number(_) => Self::Float,
-            Value::String(_) => Self::Str,
-            Value::Array(items) => {
+    fn of(tape: &Tape<'_>, at: usize) -> Self {
+        match tape.node(at) {
+            Node::Null => Self::Null,
+            Node::Bool(_) => Self::Bool,
+            Node::Int(_) => Self::Int,
+            Node::Big(_) | Node::Float(_) => Self::Float,
+            Node::Str(_) | Node::Escaped(_) => Self::Str,
+            Node::Array { .. } => {
                 let mut item = Self::Null;
-                for v in items {
-                    item.observe(v);
+                for i in tape.items(at) {
+                    item.observe(tape, i);
                 }
                 Self::List(Box::new(item))
             }
-            Value::Object(object) => {
+            Node::Object { .. } => {
                 let mut fields = StructShape::default();
-                fields.observe(object);
+                fields.observe(tape, at);
                 Self::Struct(fields)
             }
         }
     }
 
-    /// Widens this shape so that it also covers `value`.
-    pub(crate) fn observe(&mut self, value: &Value) {
-        let widened = match (&mut *self, value) {
-            (_, Value::Null) | (Self::Json, _) => return,
-            (Self::Null, v) => Self::of(v),
-            (Self::Bool, Value::Bool(_)) | (Self::Float, Value::Number(_)) => return,
-            (Self::Str, Value::String(_)) => return,
-            (Self::Int, Value::Number(n)) if n.is_i64() => return,
-            (Self::Int, Value::Number(_)) => Self::Float,
-            (Self::List(item), Value::Array(items)) => {
-                for v in items {
-                    item.observe(v);
+    /// Widens this shape so that it also covers the value at `at`.
+    pub(crate) fn observe(&mut self, tape: &Tape<'_>, at: usize) {
+        let node = tape.node(at);
+        let widened = match (&mut *self, node) {
+            (_, Node::Null) | (Self::Json, _) => return,
+            (Self::Null, _) => Self::of(tape, at),
+            (Self::Bool, Node::Bool(_)) | (Self::Int, Node::Int(_)) => return,
+            (Self::Float, Node::Int(_) | Node::Big(_) | Node::Float(_)) => return,
+            (Self::Str, Node::Str(_) | Node::Escaped(_)) => return,
+            (Self::Int, Node::Big(_) | Node::Float(_)) => Self::Float,
+            (Self::List(item), Node::Array { .. }) => {
+                for i in tape.items(at) {
+                    item.observe(tape, i);
                 }
                 return;
             }
-            (Self::Struct(fields), Value::Object(object)) => {
-                fields.observe(object);
+            (Self::Struct(fields), Node::Object { .. }) => {
+                fields.observe(tape, at);
                 return;
             }
             _ => Self::Json,
@@ -210,12 +232,14 @@ pub(crate) fn sent_at_type() -> DataType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn infer(values: &[Value]) -> Shape {
+        let texts: Vec<String> = values.iter().map(Value::to_string).collect();
+        let tape = Tape::of_texts(texts.iter().map(String::as_bytes));
         let mut shape = Shape::Null;
-        for v in values {
-            shape.observe(v);
+        for root in tape.roots() {
+            shape.observe(&tape, *root);
         }
         shape.finish()
     }

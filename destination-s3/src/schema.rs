@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::config::{ColumnSpec, ColumnType, SchemaMode, SchemaPolicy};
 use crate::encode::Encoder;
 use crate::infer::{Shape, StructShape, VALUE_COLUMN, column_name};
+use crate::tape::Tape;
 
 /// A resolved schema policy.
 #[derive(Clone, Debug)]
@@ -15,7 +16,7 @@ pub(crate) enum Plan {
     /// A fixed schema.
     Fixed {
         /// The encoder for the schema (it never changes).
-        encoder: Encoder,
+        encoder: Box<Encoder>,
         /// The top-level columns, for fit checks.
         columns: StructShape,
         /// Strict or relaxed.
@@ -43,7 +44,7 @@ impl Plan {
             columns.push(&name, shape_of(spec)?);
         }
         Ok(Self::Fixed {
-            encoder: Encoder::with_columns(&columns),
+            encoder: Box::new(Encoder::with_columns(&columns)),
             columns,
             mode: schema.mode,
         })
@@ -66,11 +67,11 @@ impl Plan {
         }
     }
 
-    /// The encoder for the events to write.
-    pub(crate) fn encoder(&self, events: &[&Event]) -> Encoder {
+    /// The encoder for the events to write, whose payloads are on `tapes`.
+    pub(crate) fn encoder(&self, tapes: &[Tape<'_>]) -> Encoder {
         match self {
-            Self::Infer => Encoder::infer(events),
-            Self::Fixed { encoder, .. } => encoder.clone(),
+            Self::Infer => Encoder::infer(tapes),
+            Self::Fixed { encoder, .. } => Encoder::clone(encoder),
         }
     }
 }
@@ -161,7 +162,7 @@ mod tests {
         ];
         let plan = plan("strict");
         let (kept, refused) = plan.select(&events);
-        let encoder = plan.encoder(&kept);
+        let encoder = plan.encoder(&[Tape::of_events(&kept)]);
         assert_eq!(kept.len(), 2);
         assert_eq!(refused, vec![events[1].id, events[2].id, events[3].id]);
         let names: Vec<String> = encoder
@@ -179,7 +180,11 @@ mod tests {
         let plan = plan("relaxed");
         let (kept, refused) = plan.select(&events);
         assert_eq!((kept.len(), refused.len()), (1, 0));
-        let batch = plan.encoder(&kept).encode(&kept).unwrap();
+        let tape = Tape::of_events(&kept);
+        let batch = plan
+            .encoder(std::slice::from_ref(&tape))
+            .encode(&kept, &tape)
+            .unwrap();
         assert_eq!(batch.num_columns(), 5);
         assert_eq!(batch.column(2).null_count(), 1);
     }

@@ -186,53 +186,37 @@ fn phase_arrow(threads: usize) -> Value {
 }
 
 /// destination-s3's own encoder and Parquet writer, called directly (`deliver` to an
-/// in-memory object store): no queue, no network. With `parse`, each batch starts as NDJSON
-/// text that is parsed (serde_json) inside the measured time, and is freed after delivery,
-/// as the runtime does with events it reads back from the queue.
-async fn phase_encoder(concurrency: usize, parse: bool) -> Value {
+/// in-memory object store): no queue, no network. Each event holds its JSON text, as the
+/// events the runtime reads back from its queue do, so the encoder reads that text inside
+/// the measured time, as any JSON-to-Parquet conversion must.
+async fn phase_encoder(concurrency: usize) -> Value {
     let batches = batches(&payloads(), ENCODER_EVENTS);
     let bytes = json_bytes(&batches);
     let dest = Arc::new(
         S3Destination::new("memory", S3Config::new("memory:///bench")).expect("memory store"),
     );
-    let texts: Vec<Vec<Vec<u8>>> = batches
+    let ready: Vec<Batch> = batches
         .iter()
         .map(|b| {
-            b.iter()
-                .map(|v| serde_json::to_vec(v).expect("json"))
-                .collect()
+            let events = b
+                .iter()
+                .map(|v| {
+                    let text = serde_json::to_vec(v).expect("json");
+                    Event::from_sent_json(Bytes::from(text)).expect("one-line JSON")
+                })
+                .collect();
+            Batch::new(None, events)
         })
         .collect();
-    let ready: Vec<Batch> = if parse {
-        Vec::new()
-    } else {
-        batches
-            .into_iter()
-            .map(|b| Batch::new(None, b.into_iter().map(Event::new).collect()))
-            .collect()
-    };
-    let (ready, texts) = (Arc::new(ready), Arc::new(texts));
+    let ready = Arc::new(ready);
     let next = Arc::new(AtomicU64::new(0));
     let clock = Clock::start();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (dest, next) = (Arc::clone(&dest), Arc::clone(&next));
-            let (ready, texts) = (Arc::clone(&ready), Arc::clone(&texts));
+            let (dest, next, ready) = (Arc::clone(&dest), Arc::clone(&next), Arc::clone(&ready));
             tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if parse {
-                        let Some(lines) = texts.get(i) else { return };
-                        let events = lines
-                            .iter()
-                            .map(|l| Event::new(serde_json::from_slice(l).expect("json")))
-                            .collect();
-                        let batch = Batch::new(None, events);
-                        dest.deliver(&batch).await.expect("deliver to memory");
-                    } else {
-                        let Some(batch) = ready.get(i) else { return };
-                        dest.deliver(batch).await.expect("deliver to memory");
-                    }
+                while let Some(batch) = ready.get(next.fetch_add(1, Ordering::Relaxed) as usize) {
+                    dest.deliver(batch).await.expect("deliver to memory");
                 }
             })
         })
@@ -580,7 +564,7 @@ fn run_phase(phase: &str) -> Value {
     let n = |i: usize| -> usize { parts[i].parse().expect("a number") };
     let mut result = match parts[0] {
         "arrow" => phase_arrow(n(1)),
-        "encoder" => runtime.block_on(phase_encoder(n(1), parts.get(2) == Some(&"parse"))),
+        "encoder" => runtime.block_on(phase_encoder(n(1))),
         "e2e" => runtime.block_on(phase_end_to_end(n(1))),
         "fill" => runtime.block_on(phase_fill(n(1), n(2), parts[3])),
         "drain" => runtime.block_on(phase_drain(n(1), n(2), parts[3])),
@@ -725,10 +709,9 @@ fn main() {
     // the process's, work), so one ceiling run is made and discarded first.
     let arrow = child("arrow:2");
     child("encoder:2");
-    let (mut encoders, mut parsers, mut e2es) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut encoders, mut e2es) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         encoders.push(child("encoder:2"));
-        parsers.push(child("encoder:2:parse"));
         e2es.push(child(&format!("e2e:{E2E_EVENTS}")));
     }
     let mut paired: Vec<f64> = e2es
@@ -737,7 +720,7 @@ fn main() {
         .map(|(e2e, encoder)| eps(e2e) / eps(encoder))
         .collect();
     paired.sort_by(f64::total_cmp);
-    let (encoder, parser, e2e) = (best(encoders), best(parsers), best(e2es));
+    let (encoder, e2e) = (best(encoders), best(e2es));
 
     // Memory: the same queued backlogs drained with the default allocator and, under
     // glibc, with one malloc arena.
@@ -790,19 +773,16 @@ fn main() {
     println!(
         "Throughput: {BATCH_EVENTS} events per Parquet object (Snappy), {SENDERS} concurrent \
          senders, {CONCURRENCY} batches in flight, durable queue; best of {ROUNDS} alternating \
-         runs for rows 2 to 4 (after one discarded ceiling run), one run for the last two \
+         runs for rows 2 and 3 (after one discarded ceiling run), one run for the last two \
          ({large} events, {MEMORY_BATCH_EVENTS} per object).\n"
     );
     print_throughput(
         &[
             ("arrow-json → Parquet in memory, 2 threads".into(), &arrow),
             (
-                "destination-s3 encoder → `memory://`, 2 tasks (no queue, no network)".into(),
+                "JSON text → destination-s3 encoder → `memory://`, 2 tasks (no queue, no network)"
+                    .into(),
                 &encoder,
-            ),
-            (
-                "NDJSON text → serde_json → destination-s3 encoder → `memory://`, 2 tasks".into(),
-                &parser,
             ),
             ("`send` → objects on moto".into(), &e2e),
             ("`send` only, into the durable queue".into(), &fills[1]),
@@ -835,12 +815,10 @@ fn main() {
     let listed: Vec<String> = paired.iter().map(|r| format!("{r:.2}x")).collect();
     println!(
         "\n`send` → objects / ceiling, best against best: {ratio:.2}x (target ≥ 0.50x: {}); \
-         each round against its own ceiling: {} (median {:.2}x); / the parsing encoder: \
-         {:.2}x.",
+         each round against its own ceiling: {} (median {:.2}x).",
         if ratio >= 0.5 { "met" } else { "missed" },
         listed.join(", "),
         paired[paired.len() / 2],
-        eps(&e2e) / eps(&parser),
     );
     for (i, (name, _)) in allocators.iter().enumerate() {
         println!(
