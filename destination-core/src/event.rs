@@ -147,13 +147,22 @@ impl Event {
                 "payload JSON must be compact (no line breaks)",
             ));
         }
-        Ok(Self {
+        Ok(Self::from_trusted_json(id, sent_at, json))
+    }
+
+    /// An event from JSON text that [`from_json`](Self::from_json) accepted before, such as
+    /// text read back from storage that guards it with a checksum: not checked again.
+    ///
+    /// Text that is not one JSON value is not refused: [`payload`](Self::payload) reads it
+    /// as a string holding the text, and destinations that send text send it as it is.
+    pub fn from_trusted_json(id: EventId, sent_at: DateTime<Utc>, json: Bytes) -> Self {
+        Self {
             id,
             sent_at,
             attributes: Attributes::new(),
             value: OnceLock::new(),
             json: OnceLock::from(json),
-        })
+        }
     }
 
     /// A new event (a fresh id, sent now) from JSON text as a client sent it: kept as given
@@ -502,6 +511,15 @@ mod tests {
             let got = Event::from_json(EventId::new(), Utc::now(), Bytes::from(bad));
             assert!(got.is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn trusted_text_that_does_not_parse_reads_as_a_string() {
+        let event = Event::from_trusted_json(EventId::new(), Utc::now(), Bytes::from("{\"a\""));
+        assert_eq!(event.payload_json().as_ref(), b"{\"a\"");
+        assert_eq!(event.payload(), &json!("{\"a\""));
+        let good = Event::from_trusted_json(EventId::new(), Utc::now(), Bytes::from("[1]"));
+        assert_eq!(good.payload(), &json!([1]));
     }
 
     fn nested(depth: usize) -> Value {

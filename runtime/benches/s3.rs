@@ -5,7 +5,8 @@
 //! The ceiling is arrow-json's reader (schema inferred per batch) writing Snappy Parquet when
 //! it can convert the events; it cannot infer a schema for the real GitHub payloads (a field
 //! is an object in one event and a scalar in another), so destination-s3's own encoder,
-//! called directly through `deliver` to a `memory://` store, is the ceiling then.
+//! called directly through `deliver` to a `memory://` store on events holding their JSON
+//! text, is the ceiling then.
 //!
 //! Every phase runs in a child process of its own (this binary, run again with
 //! `S3_BENCH_PHASE` set), so each peak resident set (`VmHWM`) is that phase's alone. The
