@@ -26,6 +26,13 @@ pub const RENAME_PREFIX: &str = "_payload";
 
 const RESERVED: [&str; 3] = [EVENT_ID_COLUMN, SENT_AT_COLUMN, VALUE_COLUMN];
 
+/// The most lists and structs a column nests; deeper values are stored as JSON text.
+///
+/// A Parquet file keeps its Arrow schema in a flatbuffer, which readers (the parquet
+/// crate's among them) refuse to open past 64 levels of nesting, reached by columns of
+/// about 61 nested lists; 32 leaves a margin, and real payloads rarely nest a tenth as deep.
+pub const MAX_NESTING: usize = 32;
+
 /// The column name of a top-level payload key.
 ///
 /// Keys of the form `(_payload)*(_event_id|_sent_at|_value)` get one more `_payload` prefix;
@@ -181,21 +188,36 @@ impl Shape {
         *self = widened;
     }
 
-    /// Replaces what Parquet cannot store: all-null fields and empty objects become JSON
-    /// text columns, recursively.
+    /// Replaces what Parquet cannot store, or readers cannot open: all-null fields, empty
+    /// objects, and lists and structs below [`MAX_NESTING`] levels become JSON text,
+    /// recursively.
     pub(crate) fn finish(self) -> Self {
+        self.finish_at(0)
+    }
+
+    fn finish_at(self, depth: usize) -> Self {
         match self {
             Self::Null => Self::Json,
-            Self::List(item) => Self::List(Box::new(item.finish())),
+            Self::List(_) | Self::Struct(_) if depth >= MAX_NESTING => Self::Json,
+            Self::List(item) => Self::List(Box::new(item.finish_at(depth + 1))),
             Self::Struct(s) if s.names.is_empty() => Self::Json,
             Self::Struct(s) => {
                 let mut out = StructShape::default();
                 for (name, shape) in s.names.into_iter().zip(s.shapes) {
-                    out.push(&name, shape.finish());
+                    out.push(&name, shape.finish_at(depth + 1));
                 }
                 Self::Struct(out)
             }
             other => other,
+        }
+    }
+
+    /// How many lists and structs nest in this shape, itself included.
+    pub(crate) fn nesting(&self) -> usize {
+        match self {
+            Self::List(item) => 1 + item.nesting(),
+            Self::Struct(s) => 1 + s.shapes.iter().map(Shape::nesting).max().unwrap_or(0),
+            _ => 0,
         }
     }
 
@@ -298,6 +320,20 @@ mod tests {
         assert_eq!(inner.names, ["x", "y"]);
         assert_eq!(inner.shapes, [Shape::Int, Shape::Str]);
         assert_eq!(s.shapes[2], Shape::List(Box::new(Shape::Float)));
+    }
+
+    #[test]
+    fn values_nested_deeper_than_the_limit_become_json_text() {
+        let deep = |levels: usize| (0..levels).fold(json!(1), |inner, _| json!([inner]));
+        let at_limit = infer(&[deep(MAX_NESTING)]);
+        assert_eq!(at_limit.nesting(), MAX_NESTING);
+        let beyond = infer(&[deep(MAX_NESTING + 5)]);
+        assert_eq!(beyond.nesting(), MAX_NESTING);
+        let mut innermost = &beyond;
+        while let Shape::List(item) = innermost {
+            innermost = item;
+        }
+        assert_eq!(*innermost, Shape::Json);
     }
 
     #[test]

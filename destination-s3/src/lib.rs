@@ -39,13 +39,17 @@
 //! | anything else mixed (string and number, object and array, ...) | Utf8 of JSON text |
 //! | only nulls, only empty objects `{}` | Utf8 of JSON text (null or `"{}"`)           |
 //!
-//! The rules apply at every depth (an array of mixed items is a list of JSON text).
+//! The rules apply at every depth (an array of mixed items is a list of JSON text), down
+//! to [`MAX_NESTING`] (32) nested lists and structs in a column; values nested deeper are
+//! stored as JSON text, since Parquet readers refuse to open files whose schemas nest
+//! past about 60 levels.
 //! Nulls never decide a type; a null or absent key is a null cell. A JSON-text column
 //! holds each value serialised as JSON (a string value keeps its quotes), and its Arrow
 //! field carries the metadata `destinations.encoding = json`, so readers can parse it back.
 //! Integers beyond `i64` are stored as Float64. Strings are never parsed as dates. Of a
 //! key repeated within one object, the last value is stored (as `Event::payload` reads
-//! it), though the earlier ones also count in the inferred type.
+//! it), though the earlier ones also count in the inferred type; a JSON-text cell keeps
+//! its object's keys in their order, repeats included.
 //!
 //! Because the schema is inferred per object, a field can have different types in
 //! different objects; a fixed [`SchemaPolicy`] gives every object the same schema.
@@ -94,6 +98,8 @@ mod infer;
 mod key;
 mod schema;
 mod tape;
+#[cfg(test)]
+mod tape_fuzz;
 
 pub use config::{
     ColumnSpec, ColumnType, Compression, DEFAULT_PART_SIZE, Format, MIN_S3_PART_SIZE, S3Config,
@@ -103,7 +109,7 @@ pub use destination::{PREFIX_ATTRIBUTE, S3Destination};
 pub use encode::payload_key;
 pub use error::S3Error;
 pub use infer::{
-    ENCODING_JSON, ENCODING_KEY, EVENT_ID_COLUMN, RENAME_PREFIX, SENT_AT_COLUMN, VALUE_COLUMN,
-    column_name,
+    ENCODING_JSON, ENCODING_KEY, EVENT_ID_COLUMN, MAX_NESTING, RENAME_PREFIX, SENT_AT_COLUMN,
+    VALUE_COLUMN, column_name,
 };
 pub use key::{DEFAULT_KEY_TEMPLATE, HIVE_KEY_TEMPLATE};

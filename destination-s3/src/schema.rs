@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::config::{ColumnSpec, ColumnType, SchemaMode, SchemaPolicy};
 use crate::encode::Encoder;
-use crate::infer::{Shape, StructShape, VALUE_COLUMN, column_name};
+use crate::infer::{MAX_NESTING, Shape, StructShape, VALUE_COLUMN, column_name};
 use crate::tape::Tape;
 
 /// A resolved schema policy.
@@ -41,7 +41,16 @@ impl Plan {
             if columns.get(&name).is_some() {
                 return Err(format!("schema names the field {:?} twice", spec.name));
             }
-            columns.push(&name, shape_of(spec)?);
+            let shape = shape_of(spec)?;
+            if shape.nesting() > MAX_NESTING {
+                return Err(format!(
+                    "schema field {:?} nests {} lists and structs; at most {MAX_NESTING} can be \
+                     read back from Parquet, use the type \"json\" below that",
+                    spec.name,
+                    shape.nesting()
+                ));
+            }
+            columns.push(&name, shape);
         }
         Ok(Self::Fixed {
             encoder: Box::new(Encoder::with_columns(&columns)),
@@ -197,6 +206,14 @@ mod tests {
             Plan::new(&SchemaPolicy::Fixed(schema)).unwrap_err()
         };
         assert!(bad(json!([{"name": "e", "type": {"struct": []}}])).contains("json"));
+        let deep = (0..=MAX_NESTING).fold(json!("int"), |inner, _| json!({ "list": inner }));
+        assert!(bad(json!([{"name": "d", "type": deep}])).contains("at most 32"));
+        let fits = (0..MAX_NESTING).fold(json!("int"), |inner, _| json!({ "list": inner }));
+        let schema: UserSchema = serde_json::from_value(
+            json!({"mode": "strict", "fields": [{"name": "d", "type": fits}]}),
+        )
+        .unwrap();
+        assert!(Plan::new(&SchemaPolicy::Fixed(schema)).is_ok());
         assert!(
             bad(json!([{"name": "a", "type": "int"}, {"name": "a", "type": "int"}]))
                 .contains("twice")

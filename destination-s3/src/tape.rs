@@ -338,6 +338,23 @@ mod tests {
     }
 
     #[test]
+    fn floats_are_read_exactly() {
+        // serde_json's default float parser can be off by one unit in the last place.
+        let text = "[1.4129089017134051e-13, 0.1, 2.2250738585072014e-308]";
+        let tape = tape(&[text]);
+        for (at, literal) in
+            tape.items(0)
+                .zip(["1.4129089017134051e-13", "0.1", "2.2250738585072014e-308"])
+        {
+            assert_eq!(
+                tape.node(at),
+                Node::Float(literal.parse().unwrap()),
+                "{literal}"
+            );
+        }
+    }
+
+    #[test]
     fn text_that_does_not_parse_reads_as_a_string() {
         let tape = tape(&["{\"a\": 1", "[1]"]);
         assert_eq!(tape.str(tape.roots()[0]), Some("{\"a\": 1"));
