@@ -368,7 +368,16 @@ impl Queue for SegmentLog {
             .send(Command::Append {
                 body,
                 reserved,
-                events: entries.into_iter().map(|(_, event)| event).collect(),
+                // The read cache holds events as the text that was just encoded: a parsed
+                // payload would take several times the bytes the cache counts, and would be
+                // freed on the writer thread, which every sender waits for.
+                events: entries
+                    .into_iter()
+                    .map(|(_, mut event)| {
+                        event.drop_value();
+                        event
+                    })
+                    .collect(),
                 reply,
             })
             .is_err()
