@@ -238,29 +238,41 @@ impl<'de> Visitor<'de> for Build<'_, 'de> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let tape = self.0;
-        let at = tape.nodes.len();
-        tape.nodes.push(Node::Null);
-        let mut len = 0;
-        while seq.next_element_seed(Build(&mut *tape))?.is_some() {
-            len += 1;
-        }
-        let end = tape.nodes.len();
-        tape.nodes[at] = Node::Array { len, end };
-        Ok(())
+        self.0.container(
+            |len, end| Node::Array { len, end },
+            |tape| Ok(seq.next_element_seed(Build(tape))?.is_some()),
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let tape = self.0;
-        let at = tape.nodes.len();
-        tape.nodes.push(Node::Null);
+        self.0.container(
+            |len, end| Node::Object { len, end },
+            |tape| {
+                if map.next_key_seed(Build(&mut *tape))?.is_none() {
+                    return Ok(false);
+                }
+                map.next_value_seed(Build(tape))?;
+                Ok(true)
+            },
+        )
+    }
+}
+
+impl<'a> Tape<'a> {
+    /// Reads an array or object: a node made by `node` (from the item count and the end),
+    /// followed by the items `next` reads, one per call, until it returns `false`.
+    fn container<E>(
+        &mut self,
+        node: fn(usize, usize) -> Node<'a>,
+        mut next: impl FnMut(&mut Self) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let at = self.nodes.len();
+        self.nodes.push(Node::Null);
         let mut len = 0;
-        while map.next_key_seed(Build(&mut *tape))?.is_some() {
-            map.next_value_seed(Build(&mut *tape))?;
+        while next(self)? {
             len += 1;
         }
-        let end = tape.nodes.len();
-        tape.nodes[at] = Node::Object { len, end };
+        self.nodes[at] = node(len, self.nodes.len());
         Ok(())
     }
 }
