@@ -11,7 +11,6 @@ use arrow_array::{
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, Field, Schema, SchemaRef};
 use destination_core::Event;
-use serde_json::Value;
 
 use crate::infer::{
     EVENT_ID_COLUMN, SENT_AT_COLUMN, Shape, StructShape, VALUE_COLUMN, column_name, sent_at_type,
@@ -296,35 +295,46 @@ fn build(shape: &Shape, tape: &Tape<'_>, values: &[Option<usize>]) -> Result<Arr
     Ok(array)
 }
 
-/// One NDJSON line for `event`: `_event_id`, `_sent_at`, then the payload's keys renamed
-/// as in Parquet (a non-object payload goes under `_value`), ending in a newline.
-pub(crate) fn ndjson_line(event: &Event, out: &mut Vec<u8>) {
-    let mut object = serde_json::Map::new();
-    object.insert(EVENT_ID_COLUMN.into(), Value::String(event.id.to_string()));
+/// One NDJSON line for `event`, whose payload is at `root` in `tape`: `_event_id`,
+/// `_sent_at`, then the payload's keys as written, renamed as in Parquet (a non-object
+/// payload goes under `_value`), ending in a newline.
+pub(crate) fn ndjson_line(event: &Event, tape: &Tape<'_>, root: usize, out: &mut Vec<u8>) {
     let sent_at = event
         .sent_at
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    object.insert(SENT_AT_COLUMN.into(), Value::String(sent_at));
-    match event.payload() {
-        Value::Object(payload) => {
-            for (key, value) in payload {
-                object.insert(column_name(key), value.clone());
+    // Serialising strings into a Vec cannot fail.
+    let member = |out: &mut Vec<u8>, name: &str| {
+        serde_json::to_writer(&mut *out, name).ok();
+        out.push(b':');
+    };
+    out.push(b'{');
+    member(out, EVENT_ID_COLUMN);
+    serde_json::to_writer(&mut *out, &event.id.to_string()).ok();
+    out.push(b',');
+    member(out, SENT_AT_COLUMN);
+    serde_json::to_writer(&mut *out, &sent_at).ok();
+    match tape.node(root) {
+        Node::Object { .. } => {
+            for (key, value) in tape.entries(root) {
+                out.push(b',');
+                member(out, &column_name(key));
+                tape.write_json(value, out);
             }
         }
-        other => {
-            object.insert(VALUE_COLUMN.into(), other.clone());
+        _ => {
+            out.push(b',');
+            member(out, VALUE_COLUMN);
+            tape.write_json(root, out);
         }
     }
-    // Serialising a map with string keys into a Vec cannot fail.
-    serde_json::to_writer(&mut *out, &Value::Object(object)).ok();
-    out.push(b'\n');
+    out.extend_from_slice(b"}\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow_array::Array;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[test]
     fn columns_follow_first_seen_order_after_the_fixed_two() {
@@ -439,15 +449,30 @@ mod tests {
     }
 
     #[test]
-    fn ndjson_lines_carry_id_time_and_renamed_keys() {
-        let event = Event::new(json!({"_sent_at": 1, "x": [1]}));
+    fn ndjson_lines_carry_id_time_and_renamed_keys_in_text_order() {
+        let events = sent(&[
+            r#"{"x": [1, {"b": 2, "a": "\u00e9"}], "_sent_at": 1}"#,
+            "[true]",
+        ]);
+        let tape = Tape::of_events(&events);
         let mut out = Vec::new();
-        ndjson_line(&event, &mut out);
-        assert_eq!(out.last(), Some(&b'\n'));
-        let line: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(line["_event_id"], json!(event.id.to_string()));
-        assert_eq!(line["_payload_sent_at"], json!(1));
-        assert_eq!(line["x"], json!([1]));
-        assert!(line["_sent_at"].as_str().unwrap().ends_with('Z'));
+        for (event, root) in events.iter().zip(tape.roots()) {
+            ndjson_line(event, &tape, *root, &mut out);
+        }
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(text.ends_with('\n'));
+        let id = events[0].id.to_string();
+        let prefix = format!("{{\"_event_id\":\"{id}\",\"_sent_at\":\"");
+        assert!(lines[0].starts_with(&prefix), "{}", lines[0]);
+        assert!(
+            lines[0].ends_with(r#"Z","x":[1,{"b":2,"a":"é"}],"_payload_sent_at":1}"#),
+            "{}",
+            lines[0]
+        );
+        let second: Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(second["_value"], json!([true]));
+        assert_eq!(second["_event_id"], json!(events[1].id.to_string()));
     }
 }

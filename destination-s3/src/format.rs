@@ -120,9 +120,10 @@ pub(crate) async fn write_ndjson<E: Borrow<Event> + Sync>(
     let mut line = Vec::new();
     for chunk in events.chunks(ROWS_PER_CHUNK) {
         let ready = cpu_bound(|| {
-            for event in chunk {
+            let tape = Tape::of_events(chunk);
+            for (event, root) in chunk.iter().zip(tape.roots()) {
                 line.clear();
-                ndjson_line(event.borrow(), &mut line);
+                ndjson_line(event.borrow(), &tape, *root, &mut line);
                 out.write_all(&line)?;
             }
             Ok(out.take())

@@ -21,7 +21,8 @@
 //! `_value` column. A payload key that would collide with one of these three names gets a
 //! `_payload` prefix: `_event_id` is stored as `_payload_event_id`, and a key that already
 //! looks like that (`_payload_event_id`) gets one more prefix, so names never collide and
-//! a key's column name is the same in every object. NDJSON lines carry the same names.
+//! a key's column name is the same in every object. NDJSON lines carry the same names, with
+//! each payload's keys in the order it was sent, repeats included.
 //!
 //! # Schema inference
 //!
