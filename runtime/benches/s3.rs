@@ -322,19 +322,60 @@ fn shares(payloads: &[Value], events: usize) -> Vec<Vec<Value>> {
 /// Calls `send` for every payload of `shares`, one task per share.
 fn spawn_senders(
     sender: &destinations::Sender,
-    shares: Vec<Vec<Value>>,
+    shares: Shares,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let send = |sender: destinations::Sender, payload: Payload| async move {
+        match payload {
+            Payload::Value(value) => sender.send("lake", value).await,
+            Payload::Text(text) => {
+                let event = Event::from_sent_json(text).expect("one-line JSON");
+                sender.send_event("lake", event).await
+            }
+        }
+        .expect("send");
+    };
     shares
+        .0
         .into_iter()
         .map(|share| {
             let sender = sender.clone();
             tokio::spawn(async move {
                 for payload in share {
-                    sender.send("lake", payload).await.expect("send");
+                    send(sender.clone(), payload).await;
                 }
             })
         })
         .collect()
+}
+
+/// What one sender task hands to the runtime, per event.
+enum Payload {
+    /// A `serde_json::Value`, given to `Sender::send` (which serialises it).
+    Value(Value),
+    /// JSON text, read as the ingest API and `destinations send` read a client's text
+    /// (`Event::from_sent_json`, which checks it) and given to `Sender::send_event`.
+    Text(Bytes),
+}
+
+/// The payloads of every sender task.
+struct Shares(Vec<Vec<Payload>>);
+
+impl Shares {
+    fn new(shares: Vec<Vec<Value>>, text: bool) -> Self {
+        let payload = |value: Value| {
+            if text {
+                Payload::Text(Bytes::from(serde_json::to_vec(&value).expect("json")))
+            } else {
+                Payload::Value(value)
+            }
+        };
+        Self(
+            shares
+                .into_iter()
+                .map(|share| share.into_iter().map(payload).collect())
+                .collect(),
+        )
+    }
 }
 
 /// An S3 destination writing to a new bucket on moto.
@@ -426,8 +467,9 @@ fn total_bytes(payloads: &[Value], events: usize) -> u64 {
     (0..events).map(|i| sizes[i % sizes.len()]).sum()
 }
 
-/// `send` to Parquet objects on moto, through a new durable queue, until all are delivered.
-async fn phase_end_to_end(events: usize) -> Value {
+/// `send` to Parquet objects on moto, through a new durable queue, until all are delivered;
+/// with `text`, the senders hand over JSON text instead of `Value`s.
+async fn phase_end_to_end(events: usize, text: bool) -> Value {
     let payloads = payloads();
     let (dest, bucket) = moto_destination("e2e");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -441,7 +483,7 @@ async fn phase_end_to_end(events: usize) -> Value {
         .build()
         .await
         .expect("runtime");
-    let shares = shares(&payloads, events);
+    let shares = Shares::new(shares(&payloads, events), text);
     let baseline = proc_status_kib("VmRSS:");
     let clock = Clock::start();
     let senders = spawn_senders(&runtime.sender(), shares);
@@ -471,7 +513,7 @@ async fn phase_fill(events: usize, batch_events: usize, dir: &str) -> ! {
         .build()
         .await
         .expect("runtime");
-    let shares = shares(&payloads, events);
+    let shares = Shares::new(shares(&payloads, events), false);
     let clock = Clock::start();
     for task in spawn_senders(&runtime.sender(), shares) {
         task.await.expect("sender task");
@@ -566,7 +608,7 @@ fn run_phase(phase: &str) -> Value {
     let mut result = match parts[0] {
         "arrow" => phase_arrow(n(1)),
         "encoder" => runtime.block_on(phase_encoder(n(1))),
-        "e2e" => runtime.block_on(phase_end_to_end(n(1))),
+        "e2e" => runtime.block_on(phase_end_to_end(n(1), parts.get(2) == Some(&"text"))),
         "fill" => runtime.block_on(phase_fill(n(1), n(2), parts[3])),
         "drain" => runtime.block_on(phase_drain(n(1), n(2), parts[3])),
         _ => panic!("unknown phase {phase}"),
@@ -710,10 +752,11 @@ fn main() {
     // the process's, work), so one ceiling run is made and discarded first.
     let arrow = child("arrow:2");
     child("encoder:2");
-    let (mut encoders, mut e2es) = (Vec::new(), Vec::new());
+    let (mut encoders, mut e2es, mut texts) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         encoders.push(child("encoder:2"));
         e2es.push(child(&format!("e2e:{E2E_EVENTS}")));
+        texts.push(child(&format!("e2e:{E2E_EVENTS}:text")));
     }
     let mut paired: Vec<f64> = e2es
         .iter()
@@ -721,7 +764,7 @@ fn main() {
         .map(|(e2e, encoder)| eps(e2e) / eps(encoder))
         .collect();
     paired.sort_by(f64::total_cmp);
-    let (encoder, e2e) = (best(encoders), best(e2es));
+    let (encoder, e2e, text) = (best(encoders), best(e2es), best(texts));
 
     // Memory: the same queued backlogs drained with the default allocator and, under
     // glibc, with one malloc arena.
@@ -774,7 +817,7 @@ fn main() {
     println!(
         "Throughput: {BATCH_EVENTS} events per Parquet object (Snappy), {SENDERS} concurrent \
          senders, {CONCURRENCY} batches in flight, durable queue; best of {ROUNDS} alternating \
-         runs for rows 2 and 3 (after one discarded ceiling run), one run for the last two \
+         runs for rows 2 to 4 (after one discarded ceiling run), one run for the last two \
          ({large} events, {MEMORY_BATCH_EVENTS} per object).\n"
     );
     print_throughput(
@@ -786,6 +829,10 @@ fn main() {
                 &encoder,
             ),
             ("`send` → objects on moto".into(), &e2e),
+            (
+                "`send_event` of JSON text → objects on moto (as the ingest API sends)".into(),
+                &text,
+            ),
             ("`send` only, into the durable queue".into(), &fills[1]),
             (
                 "queued backlog → objects on moto".into(),
@@ -816,10 +863,12 @@ fn main() {
     let listed: Vec<String> = paired.iter().map(|r| format!("{r:.2}x")).collect();
     println!(
         "\n`send` → objects / ceiling, best against best: {ratio:.2}x (target ≥ 0.50x: {}); \
-         each round against its own ceiling: {} (median {:.2}x).",
+         each round against its own ceiling: {} (median {:.2}x). With JSON text handed to \
+         `send_event`, best against best: {:.2}x.",
         if ratio >= 0.5 { "met" } else { "missed" },
         listed.join(", "),
         paired[paired.len() / 2],
+        eps(&text) / eps(ceiling),
     );
     for (i, (name, _)) in allocators.iter().enumerate() {
         println!(
