@@ -1,5 +1,7 @@
 //! Schema policies: inferring per object, or a fixed user schema in strict or relaxed mode.
 
+use std::borrow::Cow;
+
 use destination_core::{Event, EventId};
 use serde_json::Value;
 
@@ -77,10 +79,10 @@ impl Plan {
     }
 
     /// The encoder for the events to write, whose payloads are on `tapes`.
-    pub(crate) fn encoder(&self, tapes: &[Tape<'_>]) -> Encoder {
+    pub(crate) fn encoder(&self, tapes: &[Tape<'_>]) -> Cow<'_, Encoder> {
         match self {
-            Self::Infer => Encoder::infer(tapes),
-            Self::Fixed { encoder, .. } => Encoder::clone(encoder),
+            Self::Infer => Cow::Owned(Encoder::infer(tapes)),
+            Self::Fixed { encoder, .. } => Cow::Borrowed(encoder),
         }
     }
 }

@@ -104,18 +104,24 @@ impl<'a> Tape<'a> {
         }
     }
 
+    /// The `count` values that follow the node at `at`, each past the previous one's
+    /// descendants.
+    fn children(&self, at: usize, count: usize) -> impl Iterator<Item = usize> + '_ {
+        let mut next = at + 1;
+        (0..count).map(move |_| {
+            let child = next;
+            next = self.after(child);
+            child
+        })
+    }
+
     /// The items of the array at `at` (none if it is not an array).
     pub(crate) fn items(&self, at: usize) -> impl Iterator<Item = usize> + '_ {
         let len = match self.nodes[at] {
             Node::Array { len, .. } => len,
             _ => 0,
         };
-        let mut next = at + 1;
-        (0..len).map(move |_| {
-            let item = next;
-            next = self.after(item);
-            item
-        })
+        self.children(at, len)
     }
 
     /// The keys and values of the object at `at` (none if it is not an object).
@@ -124,11 +130,10 @@ impl<'a> Tape<'a> {
             Node::Object { len, .. } => len,
             _ => 0,
         };
-        let mut next = at + 1;
-        (0..len).map(move |_| {
-            let key = next;
-            next = self.after(key + 1);
-            (self.str(key).unwrap_or_default(), key + 1)
+        let mut children = self.children(at, 2 * len);
+        std::iter::from_fn(move || {
+            let key = children.next()?;
+            Some((self.str(key).unwrap_or_default(), children.next()?))
         })
     }
 
