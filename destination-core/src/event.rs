@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::json::{TooDeep, write_value};
+
 /// Per-event attributes: routing hints that are not part of the payload.
 ///
 /// Destinations document the keys they read, for example `prefix` (S3), `table` (SQL),
@@ -180,21 +182,34 @@ impl Event {
     }
 
     /// Checks that the payload can be stored as text and read back: a payload built in code
-    /// may nest deeper than a JSON parser accepts.
+    /// may nest deeper than a JSON parser accepts. The text is written by the check and kept,
+    /// so [`payload_json`](Self::payload_json) costs nothing after it.
     ///
     /// # Errors
     ///
     /// When the payload nests more than [`MAX_PAYLOAD_DEPTH`] arrays and objects.
     pub fn check(&self) -> Result<(), serde_json::Error> {
-        // Text-only events were checked by `from_json`.
-        match self.value.get() {
-            Some(value) if depth_exceeds(value, MAX_PAYLOAD_DEPTH) => {
-                Err(serde::de::Error::custom(format!(
-                    "payload nests more than {MAX_PAYLOAD_DEPTH} levels of arrays and objects"
-                )))
-            }
-            _ => Ok(()),
+        // A value built in code is checked while its text is written, which every queued
+        // event needs anyway; text-only events were checked by `from_json`.
+        let too_deep = match (self.value.get(), self.json.get()) {
+            (Some(value), None) => match encode(value, MAX_PAYLOAD_DEPTH) {
+                Ok(json) => {
+                    // Another thread may have written the same text meanwhile.
+                    let _ = self.json.set(json);
+                    false
+                }
+                Err(TooDeep) => true,
+            },
+            // The text was written (or the value parsed) before the check: walk the value.
+            (Some(value), Some(_)) => depth_exceeds(value, MAX_PAYLOAD_DEPTH),
+            (None, _) => false,
+        };
+        if too_deep {
+            return Err(serde::de::Error::custom(format!(
+                "payload nests more than {MAX_PAYLOAD_DEPTH} levels of arrays and objects"
+            )));
         }
+        Ok(())
     }
 
     /// Adds or replaces one attribute.
@@ -257,7 +272,7 @@ impl Event {
                 .value
                 .get()
                 .expect("an event holds a value or its JSON");
-            encode(value)
+            encode(value, usize::MAX).expect("no depth limit")
         })
     }
 
@@ -366,21 +381,23 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Compact JSON of `value`, in an allocation of exactly its size.
+/// Compact JSON of `value`, in an allocation of exactly its size; refused when the value
+/// nests more than `max_depth` arrays and objects.
 ///
 /// Writing into a growing vector of its own would reallocate about log2(size) times per
 /// event; a per-thread scratch buffer that has already grown is written into instead, and
 /// the result copied once.
-fn encode(value: &Value) -> Bytes {
+fn encode(value: &Value, max_depth: usize) -> Result<Bytes, TooDeep> {
     SCRATCH.with(|scratch| {
         let Ok(mut buf) = scratch.try_borrow_mut() else {
-            // Re-entered from inside a serializer: no scratch to share.
-            return Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+            // Already borrowed further up this thread's stack: write into a vector of its own.
+            let mut own = Vec::new();
+            write_value(value, &mut own, max_depth)?;
+            return Ok(Bytes::from(own));
         };
         buf.clear();
-        // Writing a `Value` to memory cannot fail: its keys are strings.
-        let _ = serde_json::to_writer(&mut *buf, value);
-        let out = Bytes::copy_from_slice(&buf);
+        let written = write_value(value, &mut buf, max_depth);
+        let out = written.map(|()| Bytes::copy_from_slice(&buf));
         if buf.capacity() > SCRATCH_KEEP {
             *buf = Vec::new();
         }
@@ -587,6 +604,13 @@ mod tests {
         let deep = Event::new(nested(MAX_PAYLOAD_DEPTH + 1));
         let err = deep.check().unwrap_err().to_string();
         assert!(err.contains("nests more than 127 levels"), "{err}");
+        // Asking for the text first does not let a deep value through.
+        let deep = Event::new(nested(MAX_PAYLOAD_DEPTH + 1));
+        deep.payload_json();
+        assert!(deep.check().is_err());
+        let fits = Event::new(nested(MAX_PAYLOAD_DEPTH));
+        fits.payload_json();
+        assert!(fits.check().is_ok());
         assert!(Event::new(json!({"a": [{"b": null}]})).check().is_ok());
     }
 

@@ -17,6 +17,7 @@ mod destination;
 pub mod duration;
 mod error;
 mod event;
+mod json;
 mod retry;
 mod secret;
 #[cfg(feature = "testing")]

@@ -61,6 +61,10 @@ impl Intake {
         if !self.names.contains(destination) {
             return Err(SendError::UnknownDestination(destination.to_string()));
         }
+        // Checking first writes the payload's text on the way, which the size is read from.
+        event
+            .check()
+            .map_err(|e| SendError::Invalid(e.to_string()))?;
         let size = event.encoded_len();
         if size > self.max_event_bytes {
             return Err(SendError::TooLarge {
@@ -68,7 +72,7 @@ impl Intake {
                 max: self.max_event_bytes,
             });
         }
-        event.check().map_err(|e| SendError::Invalid(e.to_string()))
+        Ok(())
     }
 
     async fn append(&self, entries: Vec<(String, Event)>) -> Result<Vec<EventId>, SendError> {
