@@ -1,6 +1,7 @@
 //! Encoding events: Arrow record batches for Parquet, and NDJSON lines.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
+use std::fmt;
 use std::sync::Arc;
 
 use arrow_array::builder::{StringBuilder, TimestampMicrosecondBuilder};
@@ -11,6 +12,8 @@ use arrow_array::{
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, Field, Schema, SchemaRef};
 use destination_core::Event;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::infer::{
     EVENT_ID_COLUMN, SENT_AT_COLUMN, Shape, StructShape, VALUE_COLUMN, column_name, sent_at_type,
@@ -295,10 +298,11 @@ fn build(shape: &Shape, tape: &Tape<'_>, values: &[Option<usize>]) -> Result<Arr
     Ok(array)
 }
 
-/// One NDJSON line for `event`, whose payload is at `root` in `tape`: `_event_id`,
-/// `_sent_at`, then the payload's keys as written, renamed as in Parquet (a non-object
-/// payload goes under `_value`), ending in a newline.
-pub(crate) fn ndjson_line(event: &Event, tape: &Tape<'_>, root: usize, out: &mut Vec<u8>) {
+/// One NDJSON line for `event`: `_event_id`, `_sent_at`, then the payload's members as
+/// sent (in their order, repeats included, each value's text exactly as the client wrote
+/// it, so numbers keep every digit), keys renamed as in Parquet; a payload that is not an
+/// object goes under `_value`. Ends in a newline.
+pub(crate) fn ndjson_line(event: &Event, out: &mut Vec<u8>) {
     let sent_at = event
         .sent_at
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -313,21 +317,72 @@ pub(crate) fn ndjson_line(event: &Event, tape: &Tape<'_>, root: usize, out: &mut
     out.push(b',');
     member(out, SENT_AT_COLUMN);
     serde_json::to_writer(&mut *out, &sent_at).ok();
-    match tape.node(root) {
-        Node::Object { .. } => {
-            for (key, value) in tape.entries(root) {
-                out.push(b',');
-                member(out, &column_name(key));
-                tape.write_json(value, out);
-            }
-        }
-        _ => {
+    let text = event.payload_json();
+    if let Ok(Members(members)) = serde_json::from_slice::<Members<'_>>(text) {
+        for (key, value) in members {
             out.push(b',');
-            member(out, VALUE_COLUMN);
-            tape.write_json(root, out);
+            member(out, &column_name(&key));
+            out.extend_from_slice(value.get().as_bytes());
+        }
+    } else {
+        out.push(b',');
+        member(out, VALUE_COLUMN);
+        match serde_json::from_slice::<&RawValue>(text) {
+            Ok(value) => out.extend_from_slice(value.get().as_bytes()),
+            // Text that is not JSON (only text stored unchecked can be) is a string, as
+            // `Event::payload` reads it.
+            Err(_) => {
+                serde_json::to_writer(&mut *out, &String::from_utf8_lossy(text)).ok();
+            }
         }
     }
     out.extend_from_slice(b"}\n");
+}
+
+/// The members of a JSON object's text, in order, repeats included, each value as its
+/// text.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(Key(key)) = map.next_key()? {
+                    members.push((key, map.next_value()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+/// An object key, borrowed from the text unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
 }
 
 #[cfg(test)]
@@ -454,10 +509,9 @@ mod tests {
             r#"{"x": [1, {"b": 2, "a": "\u00e9"}], "_sent_at": 1}"#,
             "[true]",
         ]);
-        let tape = Tape::of_events(&events);
         let mut out = Vec::new();
-        for (event, root) in events.iter().zip(tape.roots()) {
-            ndjson_line(event, &tape, *root, &mut out);
+        for event in &events {
+            ndjson_line(event, &mut out);
         }
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -467,12 +521,44 @@ mod tests {
         let prefix = format!("{{\"_event_id\":\"{id}\",\"_sent_at\":\"");
         assert!(lines[0].starts_with(&prefix), "{}", lines[0]);
         assert!(
-            lines[0].ends_with(r#"Z","x":[1,{"b":2,"a":"é"}],"_payload_sent_at":1}"#),
+            lines[0].ends_with(r#"Z","x":[1, {"b": 2, "a": "\u00e9"}],"_payload_sent_at":1}"#),
             "{}",
             lines[0]
         );
         let second: Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(second["_value"], json!([true]));
         assert_eq!(second["_event_id"], json!(events[1].id.to_string()));
+    }
+
+    #[test]
+    fn ndjson_values_keep_the_text_they_were_sent_as() {
+        let mut events = sent(&[
+            r#"{"big": 18446744073709551616, "neg": -9223372036854775809, "z": -0, "f": 1.50, "k": 1, "k": [2]}"#,
+            r#""just text""#,
+            "12345678901234567890123",
+        ]);
+        // Text stored unchecked that is not JSON is a string, as `Event::payload` reads it.
+        events.push(Event::from_trusted_json(
+            destination_core::EventId::new(),
+            chrono::Utc::now(),
+            bytes::Bytes::from_static(b"{not json"),
+        ));
+        let mut out = Vec::new();
+        for event in &events {
+            ndjson_line(event, &mut out);
+        }
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let ends = [
+            r#"Z","big":18446744073709551616,"neg":-9223372036854775809,"z":-0,"f":1.50,"k":1,"k":[2]}"#,
+            r#"Z","_value":"just text"}"#,
+            r#"Z","_value":12345678901234567890123}"#,
+            r#"Z","_value":"{not json"}"#,
+        ];
+        assert_eq!(lines.len(), ends.len());
+        for (line, end) in lines.iter().zip(ends) {
+            assert!(line.ends_with(end), "{line}");
+            serde_json::from_str::<Value>(line).expect("each line is JSON");
+        }
     }
 }

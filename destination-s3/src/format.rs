@@ -120,10 +120,9 @@ pub(crate) async fn write_ndjson<E: Borrow<Event> + Sync>(
     let mut line = Vec::new();
     for chunk in events.chunks(ROWS_PER_CHUNK) {
         let ready = cpu_bound(|| {
-            let tape = Tape::of_events(chunk);
-            for (event, root) in chunk.iter().zip(tape.roots()) {
+            for event in chunk {
                 line.clear();
-                ndjson_line(event.borrow(), &tape, *root, &mut line);
+                ndjson_line(event.borrow(), &mut line);
                 out.write_all(&line)?;
             }
             Ok(out.take())

@@ -1,7 +1,7 @@
 //! Object keys: a template filled from one timestamp, the partition and the batch key.
 
 use chrono::{DateTime, Utc};
-use object_store::path::{Path, PathPart};
+use object_store::path::Path;
 
 /// The key template used when none is configured.
 pub const DEFAULT_KEY_TEMPLATE: &str = "{prefix}/{yyyy}/{mm}/{dd}/{hh}/{batch}.{ext}";
@@ -108,12 +108,34 @@ impl KeyTemplate {
                 Part::Ext => key.push_str(ext),
             }
         }
-        let parts = root.parts().chain(
-            key.split('/')
-                .filter(|s| !s.is_empty() && *s != "." && *s != "..")
-                .map(|s| PathPart::from(s.to_owned())),
-        );
-        Ok(Path::from_iter(parts))
+        let mut path = root.as_ref().to_owned();
+        for segment in key.split('/') {
+            if segment.is_empty() || segment == "." || segment == ".." {
+                continue;
+            }
+            if !path.is_empty() {
+                path.push('/');
+            }
+            push_segment(&mut path, segment);
+        }
+        Path::parse(&path).map_err(|e| format!("{prefix:?} makes an invalid object key: {e}"))
+    }
+}
+
+/// The ASCII characters escaped in key segments: those object_store does not accept in a
+/// segment (control characters) and those AWS and Google advise against in object names.
+const ESCAPED: &str = "\\{^}%`]\">[~<#|*?";
+
+/// Appends one key segment: UTF-8 as it is, and the [`ESCAPED`] characters and ASCII
+/// control characters percent-encoded (`?` becomes `%3F`, `%` becomes `%25`), which is
+/// also how object_store escapes them.
+fn push_segment(path: &mut String, segment: &str) {
+    for c in segment.chars() {
+        if c.is_ascii_control() || ESCAPED.contains(c) {
+            path.push_str(&format!("%{:02X}", u32::from(c)));
+        } else {
+            path.push(c);
+        }
     }
 }
 
@@ -169,6 +191,31 @@ mod tests {
                 .unwrap_err()
                 .contains("unclosed")
         );
+    }
+
+    #[test]
+    fn unicode_is_kept_and_unsafe_characters_escaped() {
+        let t = KeyTemplate::parse("{prefix}/{batch}.{ext}").unwrap();
+        let root = Path::from("r");
+        let key = |prefix: &str| t.render(&root, Some(prefix), at(), "x", "e").unwrap();
+        assert_eq!(key("ünï/çødé").as_ref(), "r/ünï/çødé/x.e");
+        assert_eq!(key("q?x#y").as_ref(), "r/q%3Fx%23y/x.e");
+        assert_eq!(key("new\nline").as_ref(), "r/new%0Aline/x.e");
+        // An escaped dot-dot is kept as text, never decoded into a parent folder.
+        assert_eq!(key("%2e%2e/enc").as_ref(), "r/%252e%252e/enc/x.e");
+        assert_eq!(
+            key("a b+c=d,e;f@g$h&i'j(k)l!").as_ref(),
+            "r/a b+c=d,e;f@g$h&i'j(k)l!/x.e"
+        );
+        // The same characters object_store's own path parts escape, escaped the same way.
+        for c in (0u8..0x80).map(char::from) {
+            let text = format!("a{c}b");
+            let ours = key(&text);
+            let theirs = object_store::path::PathPart::from(text.as_str());
+            if c != '/' {
+                assert_eq!(ours.as_ref(), format!("r/{}/x.e", theirs.as_ref()), "{c:?}");
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! the events' `prefix` attribute (events with different prefixes are never batched
 //! together); the date parts all come from the first event's `sent_at`, in UTC; `{batch}`
 //! is the first and last event ids, so a redelivered batch overwrites its own object.
+//! A prefix is split at `/` into folders; a `.` or `..` folder is refused (the batch is
+//! dead-lettered), empty ones are dropped, and UTF-8 is kept as it is, while ASCII control
+//! characters and the characters AWS and Google advise against in object names
+//! (`` \ { ^ } % ` ] " > [ ~ < # | * ? ``) are percent-encoded: `q?x` becomes `q%3Fx`.
 //!
 //! # Columns
 //!
@@ -22,7 +26,8 @@
 //! `_payload` prefix: `_event_id` is stored as `_payload_event_id`, and a key that already
 //! looks like that (`_payload_event_id`) gets one more prefix, so names never collide and
 //! a key's column name is the same in every object. NDJSON lines carry the same names, with
-//! each payload's keys in the order it was sent, repeats included.
+//! each payload's keys in the order it was sent, repeats included, and each value's JSON
+//! text exactly as sent (an integer beyond 64 bits keeps every digit there).
 //!
 //! # Schema inference
 //!

@@ -62,8 +62,9 @@ async fn real_events_round_trip_through_moto() {
         .await
         .unwrap();
     for chunk in events.chunks(50) {
-        // The same events again under other keys: a second, independent copy.
-        dest.deliver(&Batch::new(Some("again".into()), chunk.to_vec()))
+        // The same events again under other keys: a second, independent copy, under a
+        // prefix that is not plain ASCII.
+        dest.deliver(&Batch::new(Some("ünï cødé/q?x".into()), chunk.to_vec()))
             .await
             .unwrap();
     }
@@ -72,6 +73,12 @@ async fn real_events_round_trip_through_moto() {
         .into_iter()
         .partition(|(p, _)| p.as_ref().contains("/github/"));
     assert_eq!((one.len(), fifty.len()), (1, 9));
+    for (path, _) in &fifty {
+        assert!(
+            path.as_ref().starts_with("events/ünï cødé/q%3Fx/"),
+            "{path}"
+        );
+    }
     assert_parquet_holds(&one, &events);
     assert_parquet_holds(&fifty, &events);
 }

@@ -39,6 +39,10 @@ use serde::Deserialize;
 
 use crate::queue::QueueConfig;
 
+/// Room beyond `server.max_event_bytes` that `queue.max_bytes` must leave for one event's
+/// record (its id, time, attributes and framing).
+const MIN_QUEUE_SLACK: u64 = 64 << 10;
+
 /// A parsed, interpolated and checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -279,6 +283,18 @@ impl Config {
                 "no destination is configured: add a [destinations.NAME] table",
             ));
         }
+        // The largest event must fit in the queue with its record, or it could never be sent.
+        let least = raw.server.max_event_bytes as u64 + MIN_QUEUE_SLACK;
+        if raw.queue.max_bytes < least {
+            return Err(ConfigError::Invalid {
+                message: format!(
+                    "queue.max_bytes ({}) must hold at least one event of server.max_event_bytes \
+                     ({}) and its record: at least {least}",
+                    raw.queue.max_bytes, raw.server.max_event_bytes
+                ),
+                line: key_line(text, "queue", "max_bytes"),
+            });
+        }
 
         let mut destinations = BTreeMap::new();
         for (name, table) in raw.destinations {
@@ -360,6 +376,15 @@ impl DestinationConfig {
         if let Some(value) = table.remove("attempt_timeout") {
             let timeout = destination_core::duration::deserialize(value)
                 .map_err(|e| located(text, &section, &format!("attempt_timeout: {e}")))?;
+            if timeout.is_zero() {
+                return Err(ConfigError::Invalid {
+                    message: format!(
+                        "{section}.attempt_timeout must be longer than 0s: every attempt would \
+                         time out"
+                    ),
+                    line: key_line(text, &section, "attempt_timeout"),
+                });
+            }
             settings.attempt_timeout = Some(timeout);
         }
 

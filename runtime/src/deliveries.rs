@@ -142,10 +142,16 @@ pub fn read_records(dir: &Path) -> std::io::Result<Vec<DeliveryRecord>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        for line in BufReader::new(file).lines() {
-            if let Ok(record) = serde_json::from_str(&line?) {
-                records.push(record);
+        let mut damaged = 0;
+        // Split on bytes, not text: a line that is not UTF-8 is damaged like any other.
+        for line in BufReader::new(file).split(b'\n') {
+            match serde_json::from_slice(&line?) {
+                Ok(record) => records.push(record),
+                Err(_) => damaged += 1,
             }
+        }
+        if damaged > 0 {
+            warn!(path = %path.display(), lines = damaged, "damaged delivery records skipped");
         }
     }
     Ok(records)
@@ -206,5 +212,15 @@ mod tests {
         let records = read_records(dir.path()).unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].response.as_ref().unwrap()["status"], 200);
+
+        // Damaged lines, bytes that are not UTF-8 among them, are skipped.
+        let line = std::fs::read(dir.path().join(CURRENT)).unwrap();
+        let mut damaged = b"\xff\xfe\n{\"not\": \"a record\"}\n".to_vec();
+        damaged.extend_from_slice(&line);
+        damaged.extend_from_slice(b"{\"torn");
+        std::fs::write(dir.path().join(CURRENT), damaged).unwrap();
+        let records = read_records(dir.path()).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].event, Some(id));
     }
 }

@@ -71,14 +71,16 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(token) = &state.token else {
         return true;
     };
-    let Some(given) = headers
+    let Some((scheme, given)) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim_start().split_once(' '))
     else {
         return false;
     };
-    constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes())
+    // The scheme's name is case-insensitive in HTTP.
+    scheme.eq_ignore_ascii_case("bearer")
+        && constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -105,6 +107,20 @@ async fn ingest(
         return error(
             StatusCode::NOT_FOUND,
             format!("unknown destination `{destination}`"),
+        );
+    }
+    if let Some(coding) = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|c| !c.is_empty() && c != "identity")
+    {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding `{coding}` is not supported: send the body uncompressed"),
         );
     }
     let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {

@@ -256,6 +256,14 @@ async fn permanent_failures_are_dead_lettered_with_the_response() {
         shown.contains("dead_lettered") && shown.contains("response 404"),
         "{shown}"
     );
+    let unknown = Command::new(binary())
+        .args(["deliveries", "--destination", "nope", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("unknown destination `nope`"), "{stderr}");
 
     // Replay once the endpoint is fixed (the script is used up: it answers 200 now).
     let replayed = run(&config, &["dlq", "replay"]);

@@ -71,7 +71,17 @@ async fn ingest_answers_and_metrics() {
     let r = client.post(&url).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 401);
 
-    let auth = format!("Bearer {TOKEN}");
+    let r = client
+        .post(&url)
+        .header("authorization", format!("Basic {TOKEN}"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "only the bearer scheme");
+
+    // The scheme's name is case-insensitive.
+    let auth = format!("bearer {TOKEN}");
     let post = |body: Vec<u8>, to: &str| {
         client
             .post(format!("{}/v1/events/{to}", service.base))
@@ -92,6 +102,21 @@ async fn ingest_answers_and_metrics() {
 
     let r = post(b"{}".to_vec(), "nowhere").await.unwrap();
     assert_eq!(r.status(), 404);
+
+    let r = client
+        .post(&url)
+        .header("authorization", &auth)
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let error: Value = r.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("`gzip`"),
+        "{error}"
+    );
 
     let big = serde_json::to_vec(&json!({"blob": "x".repeat(5000)})).unwrap();
     let r = post(big, "lake").await.unwrap();

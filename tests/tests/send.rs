@@ -119,6 +119,59 @@ fn bad_lines_are_reported_and_the_rest_delivered() {
 }
 
 #[test]
+fn an_input_many_times_the_queue_cap_is_sent_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    // The 420 events are about 4 MB of JSON; the queue may hold 1 MB.
+    let text = format!(
+        r#"
+[queue]
+path = "{queue}"
+max_bytes = 1000000
+
+[server]
+max_event_bytes = 200000
+
+[destinations.lake]
+type = "s3"
+url = "file://{lake}"
+
+[destinations.lake.batch]
+max_events = 25
+max_age = "200ms"
+"#,
+        queue = dir.path().join("queue").display(),
+        lake = dir.path().join("lake").display(),
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    // A byte-order mark before the first line, as some editors write, is not an error.
+    let mut input = String::from("\u{feff}");
+    input.push_str(&std::fs::read_to_string(webhooks()).unwrap());
+    let input_path = dir.path().join("input.ndjson");
+    std::fs::write(&input_path, input).unwrap();
+    let output = Command::new(binary())
+        .args(["send", "--config"])
+        .arg(&config)
+        .args(["--to", "lake"])
+        .arg(&input_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.contains("queued 420, delivered 420, dead-lettered 0, invalid lines 0"),
+        "{stdout}"
+    );
+    let ids = stored_ids(&dir.path().join("lake"));
+    assert_eq!(ids.len(), 420, "every event stored");
+    assert!(ids.values().all(|n| *n == 1), "no event stored twice");
+}
+
+#[test]
 fn unknown_destination_and_bad_config_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let config = lake_config(dir.path(), 25, "");

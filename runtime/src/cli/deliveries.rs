@@ -22,6 +22,13 @@ pub(crate) fn show(
         .transpose()?;
     let records = read_records(&config.queue.path)
         .map_err(|e| format!("cannot read delivery records: {e}"))?;
+    // A destination removed from the config may still have records worth seeing.
+    if let Some(name) = destination
+        && !config.destinations.contains_key(name)
+        && !records.iter().any(|r| r.destination == name)
+    {
+        return Err(format!("unknown destination `{name}`"));
+    }
     let wanted: Vec<&DeliveryRecord> = records
         .iter()
         .filter(|r| destination.is_none_or(|d| r.destination == d))

@@ -14,8 +14,11 @@ use serde::de::IgnoredAny;
 
 use super::{Failure, chain, load, start};
 
-/// Events queued per atomic append: large enough to amortise the disk sync.
+/// Events queued per atomic append at most: enough to amortise the disk sync.
 const CHUNK: usize = 512;
+/// Bytes a queued event takes beyond its payload text, counted generously: its record's id,
+/// time, attributes and destination name.
+const EVENT_OVERHEAD: usize = 256;
 
 pub(crate) async fn send(path: &Path, to: &str, input: &str) -> Result<ExitCode, Failure> {
     let config = load(path)?;
@@ -40,7 +43,10 @@ pub(crate) async fn send(path: &Path, to: &str, input: &str) -> Result<ExitCode,
     // Flush whenever the queue runs dry rather than only at the end, so that an input
     // larger than the queue's disk cap keeps moving instead of waiting for batch ages.
     runtime.drain();
-    let (receipts, bad_lines) = queue_lines(&sender, to, reader).await?;
+    // One append must fit in the queue's disk cap with room to spare, or it could never be
+    // written; half the cap leaves the other half to what is still being delivered.
+    let chunk_bytes = usize::try_from(config.queue.max_bytes / 2).unwrap_or(usize::MAX);
+    let (receipts, bad_lines) = queue_lines(&sender, to, reader, chunk_bytes).await?;
     let queued = receipts.len();
     tracing::debug!(
         events = queued,
@@ -88,14 +94,17 @@ pub(crate) fn json_reason(err: &serde_json::Error) -> String {
     }
 }
 
-/// Queues every valid line; reports each invalid one with its line number.
+/// Queues every valid line, in appends of at most [`CHUNK`] events and about `chunk_bytes`
+/// bytes (a single larger event goes alone); reports each invalid line with its number.
 async fn queue_lines(
     sender: &Sender,
     to: &str,
     reader: Box<dyn BufRead + Send>,
+    chunk_bytes: usize,
 ) -> Result<(Vec<Receipt>, usize), Failure> {
     let mut receipts = Vec::new();
     let mut chunk = Vec::with_capacity(CHUNK);
+    let mut held = 0;
     let mut bad_lines = 0;
     for (index, line) in reader.lines().enumerate() {
         let number = index + 1;
@@ -107,6 +116,12 @@ async fn queue_lines(
                 continue;
             }
             Err(err) => return Err(format!("cannot read the input at line {number}: {err}")),
+        };
+        // A byte-order mark that some editors put at the start of a UTF-8 file is not part
+        // of the first event.
+        let line = match line.strip_prefix('\u{feff}') {
+            Some(rest) if number == 1 => rest.to_owned(),
+            _ => line,
         };
         // Blank by JSON's rules only: other Unicode spaces make the line invalid JSON.
         if line.trim_matches([' ', '\t', '\r']).is_empty() {
@@ -135,9 +150,16 @@ async fn queue_lines(
                 continue;
             }
         };
+        let size = event.encoded_len() + EVENT_OVERHEAD;
+        if !chunk.is_empty() && held + size > chunk_bytes {
+            bad_lines += flush(sender, to, &mut chunk, &mut receipts).await?;
+            held = 0;
+        }
         chunk.push((number, event));
+        held += size;
         if chunk.len() == CHUNK {
             bad_lines += flush(sender, to, &mut chunk, &mut receipts).await?;
+            held = 0;
         }
     }
     bad_lines += flush(sender, to, &mut chunk, &mut receipts).await?;

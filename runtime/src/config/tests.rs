@@ -155,3 +155,33 @@ fn limits_are_checked() {
         .to_string();
     assert!(err.contains("server.token is empty"), "{err}");
 }
+
+#[test]
+fn settings_that_could_never_work_are_refused() {
+    let queue =
+        |extra: &str| GOOD.replace("path = \"${DIR}/queue\"", &format!("path = \"q\"\n{extra}"));
+    for cap in ["max_bytes = 0", "max_bytes = 100", "max_bytes = 1048576"] {
+        let err = Config::from_toml_with_env(&queue(cap), env).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("queue.max_bytes"), "{text}");
+        assert!(text.contains("at least 1114112"), "{text}");
+        assert!(text.contains("line 4"), "{text}");
+    }
+    assert!(Config::from_toml_with_env(&queue("max_bytes = 1114112"), env).is_ok());
+    // A smaller event limit allows a smaller queue.
+    let small =
+        queue("max_bytes = 70000").replace("[server]\n", "[server]\nmax_event_bytes = 1000\n");
+    assert!(Config::from_toml_with_env(&small, env).is_ok());
+
+    let text = GOOD.replace(
+        "concurrency = 2",
+        "concurrency = 2\nattempt_timeout = \"0s\"",
+    );
+    let err = Config::from_toml_with_env(&text, env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("attempt_timeout must be longer than 0s"),
+        "{err}"
+    );
+}
