@@ -124,19 +124,41 @@ impl DeliveryError {
         self.rejected.as_deref()
     }
 
-    /// The message followed by every cause, joined by `": "`, for logs and dead letters.
+    /// The message followed by every cause, joined by `": "`, for logs and dead letters
+    /// (a cause is left out when the error before it already shows its text).
     pub fn chain(&self) -> String {
         let mut text = self.message.clone();
-        let mut next = self
+        let source = self
             .source
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static));
-        while let Some(err) = next {
-            text.push_str(": ");
-            text.push_str(&err.to_string());
-            next = err.source();
-        }
+        push_causes(&mut text, &self.message, source);
         text
+    }
+}
+
+/// `error` followed by its causes, joined by `": "`, for logs and messages.
+///
+/// Many errors print their source inside their own message (object_store's and I/O
+/// wrappers do); a cause whose text the error before it already shows is left out, so the
+/// same words do not appear several times.
+pub fn error_chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let shown = text.clone();
+    push_causes(&mut text, &shown, error.source());
+    text
+}
+
+fn push_causes(text: &mut String, shown: &str, mut next: Option<&(dyn StdError + 'static)>) {
+    let mut previous = shown.to_owned();
+    while let Some(error) = next {
+        let cause = error.to_string();
+        if !previous.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        previous = cause;
+        next = error.source();
     }
 }
 
@@ -176,6 +198,41 @@ mod tests {
         assert_eq!(err.to_string(), "put object failed");
         assert_eq!(err.chain(), "put object failed: reset by peer");
         assert!(err.source().is_some());
+    }
+
+    /// An error that prints its source inside its own message.
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+
+    impl fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "upload of an object failed: {}", self.0)
+        }
+    }
+
+    impl StdError for Wrapping {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_shown_is_not_repeated() {
+        let io = || std::io::Error::other("Not a directory (os error 20)");
+        assert_eq!(
+            error_chain(&Wrapping(io())),
+            "upload of an object failed: Not a directory (os error 20)"
+        );
+        let err = DeliveryError::retryable("s3 destination lake").with_source(Wrapping(io()));
+        assert_eq!(
+            err.chain(),
+            "s3 destination lake: upload of an object failed: Not a directory (os error 20)"
+        );
+        let plain = DeliveryError::retryable("put object failed").with_source(io());
+        assert_eq!(
+            plain.chain(),
+            "put object failed: Not a directory (os error 20)"
+        );
     }
 
     #[test]

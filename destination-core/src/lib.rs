@@ -27,7 +27,7 @@ pub mod testing;
 pub use batch::Batch;
 pub use batcher::{BatchConfig, BatchSettings, Batcher, DefaultBatcher, EventTooLarge};
 pub use destination::Destination;
-pub use error::{DeliveryError, ErrorKind};
+pub use error::{DeliveryError, ErrorKind, error_chain};
 pub use event::{Attributes, Event, EventId, MAX_PAYLOAD_DEPTH};
 pub use retry::RetryPolicy;
 pub use secret::Secret;

@@ -90,8 +90,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
-    /// How long shutdown waits for open batches to be delivered (default 30 s); what is not
-    /// delivered by then stays in the queue for the next start.
+    /// How long shutdown spends delivering what was queued before it, open batches included
+    /// (default 30 s); what is not delivered by then stays in the queue for the next start.
     #[serde(with = "destination_core::duration")]
     pub deadline: Duration,
 }
@@ -228,12 +228,24 @@ impl Config {
     ///
     /// [`ConfigError`] naming the file, the key and its line.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::from_file_with_env(path, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_file`](Self::from_file) with another source of variables.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the key and its line.
+    pub fn from_file_with_env(
+        path: impl AsRef<Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Self::from_toml(&text)?;
+        let mut config = Self::from_toml_with_env(&text, env)?;
         if config.queue.path.is_relative() {
             let dir = path.parent().unwrap_or(Path::new("."));
             config.queue.path = dir.join(&config.queue.path);

@@ -48,10 +48,12 @@ fn build_unchecked(
             let built = destination_sql::SqlDestination::new(name, options);
             Ok(Arc::new(built.map_err(|e| invalid(chain(&e)))?))
         }
+        kind @ ("email" | "snowflake" | "sse") => Err(invalid(format!(
+            "destination type `{kind}` is not implemented yet (only s3, http and sql are)"
+        ))),
         kind if KNOWN.contains(&kind) => Err(invalid(format!(
             "destination type `{kind}` is not available in this build (enable the Cargo feature \
-             `{kind}` of the `destinations` package, or `full`; email, snowflake and sse are \
-             not implemented yet)"
+             `{kind}` of the `destinations` package, or `full`)"
         ))),
         kind => Err(invalid(format!(
             "unknown destination type `{kind}` (expected one of {})",
@@ -75,12 +77,5 @@ fn parse<T: serde::de::DeserializeOwned>(
 
 /// An error and its causes on one line.
 pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        next = e.source();
-    }
-    text
+    destination_core::error_chain(err)
 }

@@ -341,8 +341,9 @@ impl Runtime {
         self.intake.accepting.store(false, Ordering::Release);
     }
 
-    /// Stops intake, flushes open batches for up to the shutdown deadline, and closes the
-    /// queue. Everything not delivered by then stays queued for the next start.
+    /// Stops intake, then delivers what was queued before it (events not read yet, and open
+    /// batches) for up to the shutdown deadline, and closes the queue. Everything not
+    /// delivered by then stays queued for the next start.
     ///
     /// # Errors
     ///

@@ -47,14 +47,15 @@ pub(crate) enum State {
     Running,
     /// Also flush open batches as soon as the queue has nothing more to read.
     Draining,
-    /// Stop reading, flush open batches, and finish by the deadline.
+    /// Read what is left in the queue, flush open batches, and finish by the deadline.
     Stopping(Duration),
 }
 
 /// The fewest events a worker asks the queue for at once.
 const MIN_READ: usize = 64;
 
-/// How long the queue must stay empty before a draining worker flushes its open batches.
+/// How long the queue must stay empty before a draining worker flushes its open batches,
+/// and before a stopping worker stops reading.
 const IDLE_FLUSH: Duration = Duration::from_millis(20);
 
 /// Runs the worker of one destination until the state becomes `Stopping`.
@@ -146,7 +147,7 @@ pub(crate) async fn run(
         }
     };
 
-    worker.finish(deadline).await;
+    worker.finish(deadline, read_max).await;
 }
 
 struct Worker {
@@ -234,11 +235,29 @@ impl Worker {
         );
     }
 
-    /// Flushes open batches and waits for deliveries until `deadline`; what is not
-    /// delivered by then stays in the queue.
-    async fn finish(mut self, deadline: Duration) {
+    /// Delivers what was queued before shutdown, for up to `deadline`: events not read yet,
+    /// then every open batch; what is not delivered by then stays in the queue.
+    async fn finish(mut self, deadline: Duration, read_max: usize) {
         self.stop = None;
         let until = Instant::now() + deadline;
+        // A program that sends and then shuts down expects those events to go out, even when
+        // the worker had not read them yet. Intake is closed, so the queue runs dry; a
+        // `send` accepted just before the stop is written within one group commit.
+        let read_rest = async {
+            loop {
+                let next = self.shared.queue.next(&self.handle.name, read_max);
+                match timeout(IDLE_FLUSH, next).await {
+                    Ok(Ok(records)) if !records.is_empty() => {
+                        for record in records {
+                            self.push(record.seq, record.event, record.size).await;
+                        }
+                    }
+                    // Dry, closed or failing: what is left stays queued.
+                    _ => break,
+                }
+            }
+        };
+        let _ = timeout(until.saturating_duration_since(Instant::now()), read_rest).await;
         for batch in self.batcher.flush_all() {
             if Instant::now() >= until {
                 break;

@@ -349,6 +349,42 @@ async fn rate_limits_pause_the_whole_destination() {
 }
 
 #[tokio::test]
+async fn shutdown_delivers_what_was_sent_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Arc::new(MemoryDestination::new("d"));
+    let lazy = DestinationSettings {
+        // Nothing would be flushed by size or age before the shutdown.
+        batch: BatchSettings {
+            max_events: Some(100_000),
+            max_age: Some(Duration::from_secs(3600)),
+            ..BatchSettings::default()
+        },
+        ..settings(1)
+    };
+    let runtime = Runtime::builder()
+        .queue(QueueConfig {
+            path: dir.path().join("q"),
+            ..QueueConfig::default()
+        })
+        .destination_with("d", Arc::<MemoryDestination>::clone(&memory), lazy)
+        .build()
+        .await
+        .unwrap();
+    let entries: Vec<_> = (0..3000)
+        .map(|i| ("d".to_string(), Event::new(json!({"i": i}))))
+        .collect();
+    let ids = runtime.sender().send_all(entries).await.unwrap();
+    // At once: most of the events have not been read by the worker yet.
+    runtime.shutdown().await.unwrap();
+    let mut got: Vec<_> = memory.events().iter().map(|e| e.id).collect();
+    got.sort();
+    let mut want = ids;
+    want.sort();
+    assert_eq!(got.len(), want.len(), "events delivered by the shutdown");
+    assert!(got == want, "the events delivered are the ones sent");
+}
+
+#[tokio::test]
 async fn shutdown_keeps_undelivered_events_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let queue = QueueConfig {

@@ -200,6 +200,53 @@ fn unknown_destination_and_bad_config_are_clear_errors() {
     );
 }
 
+#[test]
+fn reading_commands_need_no_secret_but_the_queue_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let write = |queue: &str| {
+        let text = format!(
+            "[queue]\npath = \"{queue}\"\n\n[server]\ntoken = \"${{DEST_TEST_UNSET_TOKEN}}\"\n\n\
+             [destinations.lake]\ntype = \"s3\"\nurl = \"file://{}\"\n",
+            dir.path().join("lake").display()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    let run = |args: &[&str]| {
+        Command::new(binary())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("DEST_TEST_UNSET_TOKEN")
+            .env_remove("DEST_TEST_UNSET_DIR")
+            .output()
+            .unwrap()
+    };
+    write(&dir.path().join("queue").display().to_string());
+    for args in [&["dlq", "list"][..], &["deliveries"][..]] {
+        let output = run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+    }
+    // Commands that deliver still need every variable.
+    let output = run(&["dlq", "replay"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("DEST_TEST_UNSET_TOKEN is not set"),
+        "{stderr}"
+    );
+    // The queue folder itself must be known.
+    write("${DEST_TEST_UNSET_DIR}/queue");
+    let output = run(&["dlq", "list"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("queue.path: environment variable DEST_TEST_UNSET_DIR is not set"),
+        "{stderr}"
+    );
+}
+
 /// Starts `send`, feeds it every event, waits until it says they are queued, and kills it.
 fn send_and_kill(config: &std::path::Path) {
     let mut child = Command::new(binary())

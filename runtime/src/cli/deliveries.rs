@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use destination_core::EventId;
 use destinations::deliveries::{DeliveryRecord, read_records};
 
-use super::{Failure, load};
+use super::{Failure, load_for_reading};
 
 pub(crate) fn show(
     path: &Path,
@@ -16,7 +16,7 @@ pub(crate) fn show(
     limit: usize,
     json: bool,
 ) -> Result<ExitCode, Failure> {
-    let config = load(path)?;
+    let config = load_for_reading(path)?;
     let event: Option<EventId> = event
         .map(|e| e.parse().map_err(|_| format!("{e:?} is not an event id")))
         .transpose()?;

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use destinations::queue::{DeadLetterStore, FileDeadLetters};
 
 use super::send::wait;
-use super::{Failure, chain, load, start};
+use super::{Failure, chain, load, load_for_reading, start};
 
 pub(crate) async fn list(path: &Path, destination: Option<&str>) -> Result<ExitCode, Failure> {
-    let config = load(path)?;
+    let config = load_for_reading(path)?;
     if let Some(name) = destination
         && !config.destinations.contains_key(name)
     {
@@ -90,6 +90,9 @@ pub(crate) async fn replay(path: &Path, destination: Option<&str>) -> Result<Exi
         }
     }
     runtime.drain();
+    if by_destination.is_empty() {
+        println!("no dead letters to replay");
+    }
 
     let mut failed = 0;
     for (name, receipts) in by_destination {

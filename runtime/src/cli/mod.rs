@@ -17,14 +17,7 @@ pub(crate) type Failure = String;
 
 /// An error and its causes on one line.
 pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        next = e.source();
-    }
-    text
+    destination_core::error_chain(err)
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the level.
@@ -40,6 +33,25 @@ pub(crate) fn init_tracing(default_level: &str) {
 
 pub(crate) fn load(path: &Path) -> Result<Config, Failure> {
     Config::from_file(path).map_err(|e| chain(&e))
+}
+
+/// Loads the config for commands that only read the queue folder (`deliveries`, `dlq
+/// list`): an unset `${VAR}` is tolerated outside `[queue]`, since the ingest token or a
+/// destination's credentials are not needed to read records.
+pub(crate) fn load_for_reading(path: &Path) -> Result<Config, Failure> {
+    const UNSET: &str = "\u{0}unset ";
+    let config = Config::from_file_with_env(path, |name| {
+        Some(std::env::var(name).unwrap_or_else(|_| format!("{UNSET}{name}\u{0}")))
+    })
+    .map_err(|e| chain(&e))?;
+    let queue = config.queue.path.to_string_lossy();
+    if let Some((_, rest)) = queue.split_once(UNSET) {
+        let name = rest.split('\u{0}').next().unwrap_or(rest);
+        return Err(format!(
+            "queue.path: environment variable {name} is not set"
+        ));
+    }
+    Ok(config)
 }
 
 pub(crate) async fn start(config: &Config) -> Result<Runtime, Failure> {

@@ -37,7 +37,7 @@ pub(crate) async fn run(path: &Path) -> Result<ExitCode, Failure> {
             // New events get 503 from here on; requests already in flight get the
             // shutdown deadline to finish, then their connections are dropped.
             runtime.stop_intake();
-            info!("shutting down: intake stopped, flushing open batches");
+            info!("shutting down: intake stopped, delivering what is queued");
             let _ = stop.send(());
             match tokio::time::timeout(config.shutdown.deadline, &mut server).await {
                 Ok(served) => served,

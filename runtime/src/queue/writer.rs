@@ -310,7 +310,7 @@ impl Writer {
 
     fn maintain_or_warn(&mut self, force: bool) {
         if let Err(error) = self.maintain(force) {
-            tracing::warn!(error = %error_chain(&error), "queue progress not persisted");
+            tracing::warn!(error = %destination_core::error_chain(&error), "queue progress not persisted");
         }
     }
 
@@ -390,15 +390,3 @@ fn answer<T>(reply: oneshot::Sender<T>, value: T) {
 }
 
 type AppendReply = oneshot::Sender<Result<Vec<Seq>, QueueError>>;
-
-/// An error and its causes, joined with `: `.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
