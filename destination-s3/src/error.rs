@@ -113,10 +113,14 @@ fn classify_chain(err: &(dyn StdError + 'static)) -> Class {
         {
             return Class::Retryable;
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::PermissionDenied
-        {
-            return Class::Config("permission denied");
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::PermissionDenied => return Class::Config("permission denied"),
+                // A key segment longer than the file system allows (a long `prefix` on
+                // `file://`): the same key fails every time.
+                std::io::ErrorKind::InvalidFilename => return Class::Permanent,
+                _ => {}
+            }
         }
         text.push_str(&e.to_string());
         text.push('\n');

@@ -170,6 +170,13 @@ async fn bad_prefix_is_permanent_and_bad_config_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::Permanent);
+    // A folder name longer than the file system allows fails the same way every time.
+    let event = Event::new(json!({"a": 1})).with_attribute("prefix", "x".repeat(300));
+    let err = dest
+        .deliver(&Batch::new(dest.partition_key(&event), vec![event]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Permanent, "{}", err.chain());
 
     let bad = [
         S3Config::new("file:///tmp/x").with_compression(Compression::Gzip),

@@ -349,8 +349,19 @@ impl Runtime {
     ///
     /// [`RuntimeError::Queue`] when the queue's progress could not be saved.
     pub async fn shutdown(self) -> Result<(), RuntimeError> {
+        let deadline = self.shutdown_deadline;
+        self.shutdown_within(deadline).await
+    }
+
+    /// Like [`shutdown`](Self::shutdown), with `limit` instead of the configured deadline:
+    /// for a caller that spent part of the deadline already.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Queue`] when the queue's progress could not be saved.
+    pub async fn shutdown_within(self, limit: Duration) -> Result<(), RuntimeError> {
         self.intake.accepting.store(false, Ordering::Release);
-        let _ = self.state.send(State::Stopping(self.shutdown_deadline));
+        let _ = self.state.send(State::Stopping(limit));
         for worker in self.workers {
             let _ = worker.await;
         }

@@ -109,14 +109,17 @@ async fn ingest(
             format!("unknown destination `{destination}`"),
         );
     }
+    // Every header and every coding in a list counts: `identity` alone changes nothing.
     if let Some(coding) = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .trim()
-                .to_ascii_lowercase()
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
+            text.split(',')
+                .map(|c| c.trim().to_owned())
+                .collect::<Vec<_>>()
         })
-        .filter(|c| !c.is_empty() && c != "identity")
+        .find(|c| !c.is_empty() && c != "identity")
     {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

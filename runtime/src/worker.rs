@@ -11,7 +11,7 @@ use destination_core::{
 };
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::deliveries::{DeliveryLog, DeliveryRecord};
@@ -71,6 +71,8 @@ pub(crate) async fn run(
         pause: Arc::new(Pause::default()),
         tasks: JoinSet::new(),
         stop: Some(state.clone()),
+        until: None,
+        gave_up: false,
         shared,
         handle,
     };
@@ -161,6 +163,12 @@ struct Worker {
     /// Watched while waiting for a delivery slot, so that a destination whose slots are all
     /// taken by retrying batches still notices shutdown; `None` once shutdown has begun.
     stop: Option<watch::Receiver<State>>,
+    /// When shutdown must be done: no delivery slot is waited for past it.
+    until: Option<Instant>,
+    /// A batch was left undelivered for the shutdown. Nothing after it is dispatched: the
+    /// queue keeps one acknowledged-below position per destination, so a batch delivered
+    /// after a gap would be delivered again on the next start, with all the rest.
+    gave_up: bool,
 }
 
 /// Resolves once the runtime starts stopping (or is gone).
@@ -202,19 +210,25 @@ impl Worker {
         batch.ids().filter_map(|id| self.seqs.remove(&id)).collect()
     }
 
-    /// Starts delivering a batch once a concurrency permit is free.
+    /// Starts delivering a batch once a concurrency permit is free; during shutdown, only
+    /// if one frees up by the deadline and no earlier batch was given up.
     async fn dispatch(&mut self, batch: Batch) {
         let seqs = self.take_seqs(&batch);
+        if self.gave_up {
+            return;
+        }
         let acquire = Arc::clone(&self.permits).acquire_owned();
-        let permit = match &mut self.stop {
-            Some(state) => tokio::select! {
+        let permit = match (&mut self.stop, self.until) {
+            (Some(state), _) => tokio::select! {
                 permit = acquire => permit.ok(),
-                // Not delivered and not acknowledged: the events stay queued.
                 () = stopping(state) => None,
             },
-            None => acquire.await.ok(),
+            (None, Some(until)) => timeout_at(until, acquire).await.ok().and_then(Result::ok),
+            (None, None) => acquire.await.ok(),
         };
         let Some(permit) = permit else {
+            // Not delivered and not acknowledged: the events stay queued.
+            self.gave_up = true;
             return;
         };
         let job = Job::new(&self.shared, &self.handle, batch, seqs);
@@ -238,31 +252,26 @@ impl Worker {
     /// Delivers what was queued before shutdown, for up to `deadline`: events not read yet,
     /// then every open batch; what is not delivered by then stays in the queue.
     async fn finish(mut self, deadline: Duration, read_max: usize) {
-        self.stop = None;
         let until = Instant::now() + deadline;
+        self.stop = None;
+        self.until = Some(until);
         // A program that sends and then shuts down expects those events to go out, even when
         // the worker had not read them yet. Intake is closed, so the queue runs dry; a
         // `send` accepted just before the stop is written within one group commit.
-        let read_rest = async {
-            loop {
-                let next = self.shared.queue.next(&self.handle.name, read_max);
-                match timeout(IDLE_FLUSH, next).await {
-                    Ok(Ok(records)) if !records.is_empty() => {
-                        for record in records {
-                            self.push(record.seq, record.event, record.size).await;
-                        }
+        while !self.gave_up && Instant::now() < until {
+            let next = self.shared.queue.next(&self.handle.name, read_max);
+            match timeout(IDLE_FLUSH, next).await {
+                Ok(Ok(records)) if !records.is_empty() => {
+                    for record in records {
+                        self.push(record.seq, record.event, record.size).await;
                     }
-                    // Dry, closed or failing: what is left stays queued.
-                    _ => break,
                 }
+                // Dry, closed or failing: what is left stays queued.
+                _ => break,
             }
-        };
-        let _ = timeout(until.saturating_duration_since(Instant::now()), read_rest).await;
+        }
         for batch in self.batcher.flush_all() {
-            if Instant::now() >= until {
-                break;
-            }
-            let _ = timeout(until - Instant::now(), self.dispatch(batch)).await;
+            self.dispatch(batch).await;
         }
         let wait_all = async { while self.tasks.join_next().await.is_some() {} };
         if timeout(until.saturating_duration_since(Instant::now()), wait_all)

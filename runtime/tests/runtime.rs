@@ -384,6 +384,101 @@ async fn shutdown_delivers_what_was_sent_before_it() {
     assert!(got == want, "the events delivered are the ones sent");
 }
 
+/// Fails every attempt while `failing` is set; records the ids of what it delivers.
+#[derive(Debug, Default)]
+struct Flaky {
+    failing: std::sync::atomic::AtomicBool,
+    attempts: AtomicUsize,
+    delivered: std::sync::Mutex<Vec<destination_core::EventId>>,
+}
+
+#[async_trait]
+impl Destination for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    async fn deliver(&self, batch: &Batch) -> Result<(), DeliveryError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(DeliveryError::retryable("down"));
+        }
+        self.delivered.lock().unwrap().extend(batch.ids());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_during_retries_leaves_no_gap_to_deliver_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = QueueConfig {
+        path: dir.path().join("q"),
+        ..QueueConfig::default()
+    };
+    let one_slot = DestinationSettings {
+        batch: BatchSettings {
+            max_events: Some(100),
+            max_age: Some(Duration::from_millis(10)),
+            ..BatchSettings::default()
+        },
+        retry: RetryPolicy {
+            max_attempts: 1000,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        },
+        concurrency: Some(1),
+        ..DestinationSettings::default()
+    };
+    let flaky = Arc::new(Flaky::default());
+    flaky.failing.store(true, Ordering::SeqCst);
+    let runtime = Runtime::builder()
+        .queue(queue.clone())
+        .shutdown_deadline(Duration::from_secs(5))
+        .destination_with("d", Arc::<Flaky>::clone(&flaky), one_slot.clone())
+        .build()
+        .await
+        .unwrap();
+    let entries: Vec<_> = (0..1000)
+        .map(|i| ("d".to_string(), Event::new(json!({"i": i}))))
+        .collect();
+    let ids = runtime.sender().send_all(entries).await.unwrap();
+    while flaky.attempts.load(Ordering::SeqCst) < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The first batch is retrying in the only slot; the next waits for it. The endpoint
+    // recovers as the shutdown starts.
+    flaky.failing.store(false, Ordering::SeqCst);
+    runtime.shutdown().await.unwrap();
+    let first: Vec<_> = flaky.delivered.lock().unwrap().clone();
+
+    let memory = Arc::new(MemoryDestination::new("d"));
+    let runtime = Runtime::builder()
+        .queue(queue)
+        .destination_with("d", Arc::<MemoryDestination>::clone(&memory), one_slot)
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if first.len() + memory.events().len() >= ids.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    runtime.shutdown().await.unwrap();
+    let second: Vec<_> = memory.events().iter().map(|e| e.id).collect();
+    let mut all: Vec<_> = first.iter().chain(&second).copied().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), ids.len(), "every event delivered");
+    assert_eq!(
+        first.len() + second.len(),
+        ids.len(),
+        "no event delivered twice ({} in the first run)",
+        first.len()
+    );
+}
+
 #[tokio::test]
 async fn shutdown_keeps_undelivered_events_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();

@@ -106,12 +106,13 @@ async fn ingest_answers_and_metrics() {
     let r = client
         .post(&url)
         .header("authorization", &auth)
+        .header("content-encoding", "identity")
         .header("content-encoding", "gzip")
         .body(vec![0x1f, 0x8b, 0x08, 0x00])
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 415);
+    assert_eq!(r.status(), 415, "the second header counts too");
     let error: Value = r.json().await.unwrap();
     assert!(
         error["error"].as_str().unwrap().contains("`gzip`"),
@@ -346,4 +347,53 @@ async fn sigterm_does_not_wait_for_a_stalled_client() {
         started.elapsed()
     );
     drop(stalled);
+}
+
+#[tokio::test]
+async fn sigterm_delivers_what_was_accepted_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = config(dir.path(), port, 10_000);
+    let mut service = start_with_env(&config, port, &[("TEST_INGEST_TOKEN", TOKEN)]).await;
+    let body: String = payloads()[..50]
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap() + "\n")
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/events/lake", service.base))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let answer: Value = r.json().await.unwrap();
+    let ids: Vec<String> = answer["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    // At once: the batch of up to 10,000 events is still open.
+    let pid = service.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the service did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let stored = stored_ids(&dir.path().join("lake"));
+    assert!(
+        ids.iter().all(|id| stored.get(id) == Some(&1)),
+        "{} of 50 stored",
+        stored.len()
+    );
 }

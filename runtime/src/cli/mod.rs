@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use destinations::{Config, Runtime};
+use destinations::{Config, ConfigError, Runtime};
 use tracing_subscriber::EnvFilter;
 
 pub(crate) mod deliveries;
@@ -36,22 +36,41 @@ pub(crate) fn load(path: &Path) -> Result<Config, Failure> {
 }
 
 /// Loads the config for commands that only read the queue folder (`deliveries`, `dlq
-/// list`): an unset `${VAR}` is tolerated outside `[queue]`, since the ingest token or a
-/// destination's credentials are not needed to read records.
+/// list`). When the whole config does not load (an unset `${VAR}` for the ingest token or a
+/// destination's credentials, say), its `[queue]` section and the destinations' names and
+/// types are enough, and an error there is the one reported (without a line number: it
+/// would count lines of the reduced text).
 pub(crate) fn load_for_reading(path: &Path) -> Result<Config, Failure> {
-    const UNSET: &str = "\u{0}unset ";
-    let config = Config::from_file_with_env(path, |name| {
-        Some(std::env::var(name).unwrap_or_else(|_| format!("{UNSET}{name}\u{0}")))
-    })
-    .map_err(|e| chain(&e))?;
-    let queue = config.queue.path.to_string_lossy();
-    if let Some((_, rest)) = queue.split_once(UNSET) {
-        let name = rest.split('\u{0}').next().unwrap_or(rest);
-        return Err(format!(
-            "queue.path: environment variable {name} is not set"
-        ));
+    let whole = Config::from_file(path);
+    let Err(error) = whole else {
+        return whole.map_err(|e| chain(&e));
+    };
+    let reduced = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .map(|mut table| {
+            table.retain(|key, _| key == "queue" || key == "destinations");
+            if let Some(toml::Value::Table(destinations)) = table.get_mut("destinations") {
+                for (_, table) in destinations.iter_mut() {
+                    if let toml::Value::Table(table) = table {
+                        table.retain(|key, _| key == "type");
+                    }
+                }
+            }
+            table.to_string()
+        })
+        .map(|text| Config::from_toml(&text));
+    match reduced {
+        Some(Ok(mut config)) => {
+            if config.queue.path.is_relative() {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                config.queue.path = dir.join(&config.queue.path);
+            }
+            Ok(config)
+        }
+        Some(Err(ConfigError::Invalid { message, .. })) => Err(message),
+        _ => Err(chain(&error)),
     }
-    Ok(config)
 }
 
 pub(crate) async fn start(config: &Config) -> Result<Runtime, Failure> {

@@ -25,30 +25,46 @@ pub(crate) async fn run(path: &Path) -> Result<ExitCode, Failure> {
     }
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = stopped.await;
-        })
-        .into_future();
-    tokio::pin!(server);
+    let mut server = Box::pin(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+    let deadline = config.shutdown.deadline;
+    let mut stopping_until = None;
     let served = tokio::select! {
         served = &mut server => served,
         () = shutdown_signal() => {
-            // New events get 503 from here on; requests already in flight get the
-            // shutdown deadline to finish, then their connections are dropped.
+            let until = tokio::time::Instant::now() + deadline;
+            stopping_until = Some(until);
+            // A second signal ends the process at once. Every accepted event is on disk;
+            // deliveries not yet recorded as done are made again on the next start.
+            tokio::spawn(async {
+                shutdown_signal().await;
+                warn!("second signal: exiting now; undelivered events stay queued");
+                std::process::exit(130);
+            });
+            // New events get 503 from here on; requests already in flight may use the
+            // shutdown deadline, which the deliveries then share.
             runtime.stop_intake();
             info!("shutting down: intake stopped, delivering what is queued");
             let _ = stop.send(());
-            match tokio::time::timeout(config.shutdown.deadline, &mut server).await {
+            match tokio::time::timeout_at(until, &mut server).await {
                 Ok(served) => served,
                 Err(_) => {
-                    warn!("requests still open at the shutdown deadline were dropped");
+                    drop(server);
+                    warn!("requests still open at the shutdown deadline were cut off");
                     Ok(())
                 }
             }
         }
     };
-    let stopped = runtime.shutdown().await;
+    let left = stopping_until.map_or(deadline, |until| {
+        until.saturating_duration_since(tokio::time::Instant::now())
+    });
+    let stopped = runtime.shutdown_within(left).await;
     served.map_err(|e| format!("server failed: {e}"))?;
     stopped.map_err(|e| chain(&e))?;
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use destination_core::Event;
-use destinations::{Outcome, Receipt, Runtime, Sender};
+use destinations::queue::QueueError;
+use destinations::{Outcome, Receipt, Runtime, SendError, Sender};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::de::IgnoredAny;
@@ -16,6 +17,8 @@ use super::{Failure, chain, load, start};
 
 /// Events queued per atomic append at most: enough to amortise the disk sync.
 const CHUNK: usize = 512;
+/// How often a full queue is tried again.
+const FULL_RETRY: Duration = Duration::from_millis(50);
 /// Bytes a queued event takes beyond its payload text, counted generously: its record's id,
 /// time, attributes and destination name.
 const EVENT_OVERHEAD: usize = 256;
@@ -46,7 +49,18 @@ pub(crate) async fn send(path: &Path, to: &str, input: &str) -> Result<ExitCode,
     // One append must fit in the queue's disk cap with room to spare, or it could never be
     // written; half the cap leaves the other half to what is still being delivered.
     let chunk_bytes = usize::try_from(config.queue.max_bytes / 2).unwrap_or(usize::MAX);
-    let (receipts, bad_lines) = queue_lines(&sender, to, reader, chunk_bytes).await?;
+    let wait_for_space = config.queue.full_timeout;
+    let queued = queue_lines(&sender, to, reader, chunk_bytes, wait_for_space).await;
+    let (receipts, bad_lines) = match queued {
+        Ok(queued) => queued,
+        Err(failure) => {
+            // What was queued before the failure is delivered (or kept) as on any stop.
+            if let Err(e) = runtime.shutdown().await {
+                eprintln!("error: {}", chain(&e));
+            }
+            return Err(failure);
+        }
+    };
     let queued = receipts.len();
     tracing::debug!(
         events = queued,
@@ -101,6 +115,7 @@ async fn queue_lines(
     to: &str,
     reader: Box<dyn BufRead + Send>,
     chunk_bytes: usize,
+    wait_for_space: Duration,
 ) -> Result<(Vec<Receipt>, usize), Failure> {
     let mut receipts = Vec::new();
     let mut chunk = Vec::with_capacity(CHUNK);
@@ -152,36 +167,46 @@ async fn queue_lines(
         };
         let size = event.encoded_len() + EVENT_OVERHEAD;
         if !chunk.is_empty() && held + size > chunk_bytes {
-            bad_lines += flush(sender, to, &mut chunk, &mut receipts).await?;
+            bad_lines += flush(sender, to, &mut chunk, &mut receipts, wait_for_space).await?;
             held = 0;
         }
         chunk.push((number, event));
         held += size;
         if chunk.len() == CHUNK {
-            bad_lines += flush(sender, to, &mut chunk, &mut receipts).await?;
+            bad_lines += flush(sender, to, &mut chunk, &mut receipts, wait_for_space).await?;
             held = 0;
         }
     }
-    bad_lines += flush(sender, to, &mut chunk, &mut receipts).await?;
+    bad_lines += flush(sender, to, &mut chunk, &mut receipts, wait_for_space).await?;
     Ok((receipts, bad_lines))
 }
 
+/// Queues a chunk; a full queue is tried again for up to `wait_for_space` whatever
+/// `queue.when_full` says, since the job can simply go slower.
 async fn flush(
     sender: &Sender,
     to: &str,
     chunk: &mut Vec<(usize, Event)>,
     receipts: &mut Vec<Receipt>,
+    wait_for_space: Duration,
 ) -> Result<usize, Failure> {
     if chunk.is_empty() {
         return Ok(0);
     }
     // An oversized event is reported by line; the rest of the chunk still goes in.
     let numbers: Vec<usize> = chunk.iter().map(|(number, _)| *number).collect();
-    let entries = chunk.drain(..).map(|(_, e)| (to.to_string(), e)).collect();
-    let (sent, rejected) = sender
-        .send_valid_with_receipts(entries)
-        .await
-        .map_err(|e| chain(&e))?;
+    let entries: Vec<(String, Event)> = chunk.drain(..).map(|(_, e)| (to.to_string(), e)).collect();
+    let started = Instant::now();
+    let (sent, rejected) = loop {
+        match sender.send_valid_with_receipts(entries.clone()).await {
+            Err(SendError::Queue(QueueError::Full { .. }))
+                if started.elapsed() < wait_for_space =>
+            {
+                tokio::time::sleep(FULL_RETRY).await;
+            }
+            other => break other.map_err(|e| chain(&e))?,
+        }
+    };
     for (index, err) in &rejected {
         eprintln!("line {}: {}; skipped", numbers[*index], chain(err));
     }
