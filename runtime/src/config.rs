@@ -43,6 +43,14 @@ use crate::queue::QueueConfig;
 /// record (its id, time, attributes and framing).
 const MIN_QUEUE_SLACK: u64 = 64 << 10;
 
+/// The text of the config file at `path`.
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// A parsed, interpolated and checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -228,29 +236,48 @@ impl Config {
     ///
     /// [`ConfigError`] naming the file, the key and its line.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        Self::from_file_with_env(path, |name| std::env::var(name).ok())
+        let path = path.as_ref();
+        let config = Self::from_toml(&read_file(path)?)?;
+        Ok(config.with_queue_beside(path))
     }
 
-    /// Like [`from_file`](Self::from_file) with another source of variables.
+    /// The part of the config file at `path` that tools reading the queue folder need: the
+    /// `[queue]` section and the destinations' names and types, with every other key left
+    /// unread, so that a `${VAR}` elsewhere (the ingest token, a destination's credentials)
+    /// need not be set.
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the key and its line.
-    pub fn from_file_with_env(
-        path: impl AsRef<Path>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    /// [`ConfigError`] naming the key, without a line: the part is checked on its own.
+    pub fn queue_part_from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut config = Self::from_toml_with_env(&text, env)?;
-        if config.queue.path.is_relative() {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            config.queue.path = dir.join(&config.queue.path);
+        let mut table: toml::Table =
+            toml::from_str(&read_file(path)?).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        table.retain(|key, _| key == "queue" || key == "destinations");
+        if let Some(toml::Value::Table(destinations)) = table.get_mut("destinations") {
+            for (_, destination) in destinations.iter_mut() {
+                if let toml::Value::Table(destination) = destination {
+                    destination.retain(|key, _| key == "type");
+                }
+            }
         }
-        Ok(config)
+        let config = Self::from_toml(&table.to_string()).map_err(|e| match e {
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid {
+                message,
+                line: None,
+            },
+            other => other,
+        })?;
+        Ok(config.with_queue_beside(path))
+    }
+
+    /// A relative queue path is taken from the folder of the config file at `path`.
+    fn with_queue_beside(mut self, path: &Path) -> Self {
+        if self.queue.path.is_relative() {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            self.queue.path = dir.join(&self.queue.path);
+        }
+        self
     }
 
     /// Parses and checks a config from TOML text, reading `${VAR}`s from the environment.

@@ -51,6 +51,9 @@ pub(crate) enum State {
     Stopping(Duration),
 }
 
+/// Long enough to stand for "no deadline".
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The fewest events a worker asks the queue for at once.
 const MIN_READ: usize = 64;
 
@@ -70,8 +73,7 @@ pub(crate) async fn run(
         permits: Arc::new(Semaphore::new(handle.concurrency)),
         pause: Arc::new(Pause::default()),
         tasks: JoinSet::new(),
-        stop: Some(state.clone()),
-        until: None,
+        phase: Phase::Running(state.clone()),
         gave_up: false,
         shared,
         handle,
@@ -160,15 +162,21 @@ struct Worker {
     permits: Arc<Semaphore>,
     pause: Arc<Pause>,
     tasks: JoinSet<()>,
-    /// Watched while waiting for a delivery slot, so that a destination whose slots are all
-    /// taken by retrying batches still notices shutdown; `None` once shutdown has begun.
-    stop: Option<watch::Receiver<State>>,
-    /// When shutdown must be done: no delivery slot is waited for past it.
-    until: Option<Instant>,
+    /// Bounds each wait for a delivery slot.
+    phase: Phase,
     /// A batch was left undelivered for the shutdown. Nothing after it is dispatched: the
     /// queue keeps one acknowledged-below position per destination, so a batch delivered
     /// after a gap would be delivered again on the next start, with all the rest.
     gave_up: bool,
+}
+
+/// What ends a wait for a delivery slot.
+enum Phase {
+    /// The runtime starting to stop, watched so that a destination whose slots are all
+    /// taken by retrying batches still notices it.
+    Running(watch::Receiver<State>),
+    /// Shutdown's deadline: no slot is waited for past it.
+    Finishing(Instant),
 }
 
 /// Resolves once the runtime starts stopping (or is gone).
@@ -218,13 +226,12 @@ impl Worker {
             return;
         }
         let acquire = Arc::clone(&self.permits).acquire_owned();
-        let permit = match (&mut self.stop, self.until) {
-            (Some(state), _) => tokio::select! {
+        let permit = match &mut self.phase {
+            Phase::Running(state) => tokio::select! {
                 permit = acquire => permit.ok(),
                 () = stopping(state) => None,
             },
-            (None, Some(until)) => timeout_at(until, acquire).await.ok().and_then(Result::ok),
-            (None, None) => acquire.await.ok(),
+            Phase::Finishing(until) => timeout_at(*until, acquire).await.ok().and_then(Result::ok),
         };
         let Some(permit) = permit else {
             // Not delivered and not acknowledged: the events stay queued.
@@ -252,9 +259,10 @@ impl Worker {
     /// Delivers what was queued before shutdown, for up to `deadline`: events not read yet,
     /// then every open batch; what is not delivered by then stays in the queue.
     async fn finish(mut self, deadline: Duration, read_max: usize) {
-        let until = Instant::now() + deadline;
-        self.stop = None;
-        self.until = Some(until);
+        // A deadline too long to add to the clock (`Duration::MAX`, say) is a year.
+        let now = Instant::now();
+        let until = now.checked_add(deadline).unwrap_or(now + FAR);
+        self.phase = Phase::Finishing(until);
         // A program that sends and then shuts down expects those events to go out, even when
         // the worker had not read them yet. Intake is closed, so the queue runs dry; a
         // `send` accepted just before the stop is written within one group commit.

@@ -384,6 +384,20 @@ async fn shutdown_delivers_what_was_sent_before_it() {
     assert!(got == want, "the events delivered are the ones sent");
 }
 
+#[tokio::test]
+async fn a_shutdown_limit_too_long_for_the_clock_is_no_panic() {
+    let memory = Arc::new(MemoryDestination::new("m"));
+    let runtime = Runtime::builder()
+        .memory_queue()
+        .destination_with("m", Arc::<MemoryDestination>::clone(&memory), settings(1))
+        .build()
+        .await
+        .unwrap();
+    runtime.sender().send("m", json!({"n": 1})).await.unwrap();
+    runtime.shutdown_within(Duration::MAX).await.unwrap();
+    assert_eq!(memory.events().len(), 1);
+}
+
 /// Fails every attempt while `failing` is set; records the ids of what it delivers.
 #[derive(Debug, Default)]
 struct Flaky {

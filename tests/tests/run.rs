@@ -375,9 +375,8 @@ async fn sigterm_delivers_what_was_accepted_and_exits() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     // At once: the batch of up to 10,000 events is still open.
-    let pid = service.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
+    let pid = rustix::process::Pid::from_child(&service.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let started = Instant::now();
     let status = loop {
         if let Some(status) = service.child.try_wait().unwrap() {

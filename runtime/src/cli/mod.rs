@@ -36,41 +36,15 @@ pub(crate) fn load(path: &Path) -> Result<Config, Failure> {
 }
 
 /// Loads the config for commands that only read the queue folder (`deliveries`, `dlq
-/// list`). When the whole config does not load (an unset `${VAR}` for the ingest token or a
-/// destination's credentials, say), its `[queue]` section and the destinations' names and
-/// types are enough, and an error there is the one reported (without a line number: it
-/// would count lines of the reduced text).
+/// list`): when the whole config does not load (an unset `${VAR}` for the ingest token or a
+/// destination's credentials, say), the part of it they need is enough, and an error in
+/// that part is the one reported.
 pub(crate) fn load_for_reading(path: &Path) -> Result<Config, Failure> {
-    let whole = Config::from_file(path);
-    let Err(error) = whole else {
-        return whole.map_err(|e| chain(&e));
-    };
-    let reduced = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
-        .map(|mut table| {
-            table.retain(|key, _| key == "queue" || key == "destinations");
-            if let Some(toml::Value::Table(destinations)) = table.get_mut("destinations") {
-                for (_, table) in destinations.iter_mut() {
-                    if let toml::Value::Table(table) = table {
-                        table.retain(|key, _| key == "type");
-                    }
-                }
-            }
-            table.to_string()
-        })
-        .map(|text| Config::from_toml(&text));
-    match reduced {
-        Some(Ok(mut config)) => {
-            if config.queue.path.is_relative() {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                config.queue.path = dir.join(&config.queue.path);
-            }
-            Ok(config)
-        }
-        Some(Err(ConfigError::Invalid { message, .. })) => Err(message),
-        _ => Err(chain(&error)),
-    }
+    Config::from_file(path).or_else(|whole| match Config::queue_part_from_file(path) {
+        Ok(config) => Ok(config),
+        Err(part @ ConfigError::Invalid { .. }) => Err(chain(&part)),
+        Err(_) => Err(chain(&whole)),
+    })
 }
 
 pub(crate) async fn start(config: &Config) -> Result<Runtime, Failure> {

@@ -3,6 +3,7 @@
 use std::future::IntoFuture;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -37,7 +38,11 @@ pub(crate) async fn run(path: &Path) -> Result<ExitCode, Failure> {
     let served = tokio::select! {
         served = &mut server => served,
         () = shutdown_signal() => {
-            let until = tokio::time::Instant::now() + deadline;
+            let now = tokio::time::Instant::now();
+            // A deadline too long to add to the clock is a year.
+            let until = now
+                .checked_add(deadline)
+                .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
             stopping_until = Some(until);
             // A second signal ends the process at once. Every accepted event is on disk;
             // deliveries not yet recorded as done are made again on the next start.

@@ -185,3 +185,27 @@ fn settings_that_could_never_work_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn the_queue_part_loads_without_the_other_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let text = "[queue]\npath = \"q\"\n\n[server]\nlisten = \"${DEST_TEST_PART_LISTEN}\"\n\n\
+                [destinations.lake]\ntype = \"s3\"\nconcurrency = \"${DEST_TEST_PART_C}\"\n";
+    std::fs::write(&path, text).unwrap();
+    assert!(Config::from_file(&path).is_err());
+    let part = Config::queue_part_from_file(&path).unwrap();
+    assert_eq!(part.queue.path, dir.path().join("q"));
+    assert_eq!(part.destinations["lake"].kind, "s3");
+
+    std::fs::write(&path, text.replace("\"q\"", "\"${DEST_TEST_PART_DIR}\"")).unwrap();
+    let err = Config::queue_part_from_file(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("queue.path") && err.contains("DEST_TEST_PART_DIR"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("line"),
+        "a line of the part would mislead: {err}"
+    );
+}
